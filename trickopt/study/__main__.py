@@ -1,0 +1,3 @@
+from trickopt.study.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,79 @@
+"""`python -m trickopt.study [STUDY.yaml] [options]`: run or resume a study."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from trickopt.config import ConfigError
+
+EXAMPLES = """examples:
+  python -m trickopt.study                          # the built-in default: digits CNN, all tricks
+  python -m trickopt.study studies/quickstart.yaml  # the same, from its file
+  python -m trickopt.study --n-trials 100 --set study.pruner=hyperband
+  python -m trickopt.study studies/tabular.yaml --set search.norm=batch   # fix a trick
+  python -m trickopt.study --storage postgresql://user:pw@db/optuna \\
+      --tracking-uri http://mlflow:5000            # join a study shared by many workers
+
+Running the same command again resumes the study and adds trials.
+Then: mlflow ui   (in the same directory) shows the parent run and one child run per trial.
+"""
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m trickopt.study", epilog=EXAMPLES,
+        description="Search over training tricks with Optuna; every trial is tracked in MLflow.",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("study_file", nargs="?", metavar="STUDY.yaml",
+                        help="a study file (default: the built-in default study)")
+    parser.add_argument("--n-trials", type=int, help="trials to run now (study.n_trials)")
+    parser.add_argument("--timeout", type=float, help="seconds to run now (study.timeout)")
+    parser.add_argument("--study-name", help="study.name; also the MLflow experiment")
+    parser.add_argument("--storage", help="Optuna storage URL (default: ./trickopt.journal)")
+    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: ./mlflow.db)")
+    parser.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: auto)")
+    parser.add_argument("--seed", type=int, help="sampler seed (study.seed)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE", help="override any setting, e.g. train.max_epochs=20")
+    return parser.parse_args(argv)
+
+
+def _overrides(args: argparse.Namespace) -> list[str]:
+    flags = {"study.n_trials": args.n_trials, "study.timeout": args.timeout,
+             "study.name": args.study_name, "study.storage": args.storage,
+             "tracking.uri": args.tracking_uri, "study.seed": args.seed,
+             "train.device": args.device}
+    # A flag is passed as a YAML-quoted string where it is text, so `--study-name 123` stays
+    # a name and a URL with ':' is not read as a mapping.
+    text = {"study.name", "study.storage", "tracking.uri", "train.device"}
+    return list(args.overrides) + [
+        f"{key}={_quote(value) if key in text else value}"
+        for key, value in flags.items() if value is not None]
+
+
+def _quote(value: str) -> str:
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from trickopt.study.config import load_study_config
+
+    try:
+        config = load_study_config(args.study_file, _overrides(args))
+    except ConfigError as exc:
+        for line in exc.errors:
+            print(f"error: {line}", file=sys.stderr)
+        return 2
+    from trickopt.study.report import format_summary
+    from trickopt.study.runner import run_study
+
+    result = run_study(config, progress=not args.no_progress)
+    print(format_summary(result, config))
+    return 130 if result.interrupted else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,113 @@
+"""One Optuna trial: sample the tricks, train with both levels of early stopping, record all.
+
+Level 1 is the trial's own stopper inside `fit` (patience or a Prechelt criterion); level 2 is
+the Optuna pruner, asked after every epoch. What each epoch reports to Optuna is the monitored
+metric *at the best epoch so far* (the epoch whose weights `fit` would restore): the pruner thus
+compares trials by what they would deliver if stopped now, and a pruned trial's value, which
+Optuna takes from its last report, is its best, not its last, epoch's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import optuna
+import torch
+
+from trickopt.models import build_model
+from trickopt.study import space
+from trickopt.train import EPOCH_METRICS, fit
+
+PRUNED = "pruned"
+
+
+def flatten_config(run_config) -> dict[str, Any]:
+    """Every setting in effect, as `section.key` (dicts as `section.key.sub`): MLflow params."""
+    flat = {}
+    for section in ("data", "model", "train"):
+        for key, value in dataclasses.asdict(getattr(run_config, section)).items():
+            if isinstance(value, dict):
+                flat.update({f"{section}.{key}.{k}": v for k, v in value.items()})
+            else:
+                flat[f"{section}.{key}"] = value
+    return flat
+
+
+def decided_params(trial, config) -> tuple[dict[str, Any], Any]:
+    """The trial's active parameters (searched and fixed) and the run config they give."""
+    params = space.suggest(trial, config.search, config.run)
+    return params, space.apply(config.run, params)
+
+
+class Objective:
+    """The callable Optuna optimizes; one instance serves every trial of a worker."""
+
+    def __init__(self, config, data, tracker, *, device: str | None = None):
+        self.config, self.data, self.tracker = config, data, tracker
+        self.device = device
+        self.metric = config.study.metric
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        params, run_config = decided_params(trial, self.config)
+        if self.device is not None:
+            run_config.train.device = self.device
+        run = None
+        if self.tracker is not None:
+            run = self.tracker.start_trial(self.config.study.name, trial.number)
+            trial.set_user_attr("mlflow_run_id", run.run_id)
+            run.log_params({**params, **flatten_config(run_config)})
+        try:
+            history = self._train(trial, run_config, run)
+        except BaseException as exc:
+            reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else "error"
+            trial.set_user_attr("stop_reason", reason)
+            trial.set_user_attr("error", f"{type(exc).__name__}: {exc}"[:1000])
+            if run is not None:
+                run.end("FAIL", metrics={}, tags={"stop_reason": reason,
+                                                  "error": f"{type(exc).__name__}: {exc}"[:5000]})
+            raise
+        finally:
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()  # one trial's OOM must not poison the next
+        return self._finish(trial, history, run)
+
+    def _train(self, trial: optuna.Trial, run_config, run):
+        rows: list[dict] = []
+        metric = self.metric
+
+        def on_epoch_end(epoch: int, metrics: dict) -> bool:
+            rows.append(metrics)
+            if run is not None:
+                run.log_epoch(epoch, {k: metrics[k] for k in EPOCH_METRICS})
+            best_epoch = metrics["best_epoch"]
+            value = rows[best_epoch - 1][metric] if best_epoch else math.nan
+            if not math.isfinite(value):
+                return False
+            trial.report(value, epoch)
+            return trial.should_prune()
+
+        torch.manual_seed(run_config.train.seed)
+        model = build_model(run_config.model, self.data.input_shape, self.data.n_classes)
+        return fit(model, self.data, run_config.train, on_epoch_end=on_epoch_end)
+
+    def _finish(self, trial: optuna.Trial, history, run) -> float:
+        pruned = history.stop_reason == "callback"
+        reason = PRUNED if pruned else history.stop_reason
+        value = history.best.get(self.metric, math.nan)
+        for key, attr in (("stop_reason", reason), ("best_epoch", history.best_epoch),
+                          ("epochs_trained", history.epochs_trained)):
+            trial.set_user_attr(key, attr)
+        state = "PRUNED" if pruned else ("COMPLETE" if math.isfinite(value) else "FAIL")
+        if run is not None:
+            final = {"best_epoch": history.best_epoch, "epochs_trained": history.epochs_trained}
+            if math.isfinite(value):
+                final["value"] = value
+            tags = {"stop_reason": reason, "best_epoch": history.best_epoch}
+            if pruned:
+                final["pruned_epoch"] = tags["pruned_epoch"] = history.epochs_trained
+            run.end(state, metrics=final, tags=tags)
+        if pruned:
+            raise optuna.TrialPruned(f"pruned at epoch {history.epochs_trained}")
+        return value  # non-finite: Optuna records the trial as FAIL

@@ -1,0 +1,123 @@
+"""What a study leaves behind: the console summary and the parent run's metrics and artifacts."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import warnings
+from pathlib import Path
+
+import optuna
+import yaml
+
+PLOTS = ("plot_optimization_history", "plot_intermediate_values", "plot_param_importances",
+         "plot_slice")
+
+
+def log_parent_summary(tracker, study: optuna.Study, config, result) -> None:
+    """Best value, trials per state, epochs against budget, importances, plots, study file."""
+    metrics = {f"trials_{state.lower()}": n for state, n in result.states.items()}
+    metrics.update(epochs_trained=result.epochs_trained, epochs_budget=result.epochs_budget,
+                   epochs_saved_by_stopping=result.epochs_saved_by_stopping,
+                   epochs_saved_by_pruning=result.epochs_saved_by_pruning)
+    metrics.update({f"importance.{k}": v for k, v in result.importances.items()})
+    tags = {"storage": result.storage, "optuna.study_name": study.study_name}
+    if result.states.get("COMPLETE"):
+        metrics["best_value"] = study.best_value
+        tags["best_trial"] = study.best_trial.number
+    for key, value in (result.best_trial_test or {}).items():
+        metrics[f"best_trial_{key}"] = value
+    for key in ("test_loss", "test_accuracy"):
+        if result.refit and result.refit.get(key) is not None:
+            metrics[f"refit_{key}"] = result.refit[key]
+    tracker.log_parent(metrics=metrics, params={"metric": config.study.metric,
+                                                "direction": config.study.resolved_direction,
+                                                "sampler": config.study.sampler,
+                                                "pruner": config.study.pruner}, tags=tags)
+    folder = Path(tempfile.mkdtemp(prefix="trickopt-report-"))
+    (folder / "study.yaml").write_text(yaml.safe_dump(config.raw or {"default_study": True}))
+    tracker.log_parent_artifact(folder / "study.yaml")
+    if config.source:
+        tracker.log_parent_artifact(config.source)
+    (folder / "importances.json").write_text(json.dumps(result.importances, indent=2))
+    tracker.log_parent_artifact(folder / "importances.json")
+    for path in _plots(study, folder, has_importances=bool(result.importances)):
+        tracker.log_parent_artifact(path, "plots")
+    # The writer thread reads these files later; the folder is left for the OS to clean.
+
+
+def _plots(study: optuna.Study, folder: Path, *, has_importances: bool) -> list[Path]:
+    if not study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        return []
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on a training server
+    import matplotlib.pyplot as plt
+    from optuna.visualization import matplotlib as optuna_plots
+
+    paths = []
+    for name in PLOTS:
+        if name == "plot_param_importances" and not has_importances:
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Optuna marks its matplotlib plots experimental
+            try:
+                axes = getattr(optuna_plots, name)(study)
+            except (ValueError, RuntimeError):
+                continue
+        figure = (axes.flat[0] if hasattr(axes, "flat") else axes).get_figure()
+        figure.set_size_inches(10, 6)
+        path = folder / f"{name.removeprefix('plot_')}.png"
+        figure.savefig(path, dpi=80, bbox_inches="tight")
+        plt.close("all")
+        paths.append(path)
+    return paths
+
+
+def format_summary(result, config) -> str:
+    study = result.study
+    lines = ["", f"== study {study.study_name!r} " + ("(interrupted) " if result.interrupted
+                                                     else "") + "=="]
+    states = ", ".join(f"{n} {s.lower()}" for s, n in sorted(result.states.items()))
+    lines.append(f"trials: {states or 'none'}")
+    if result.states.get("COMPLETE"):
+        best = study.best_trial
+        lines.append(f"best {config.study.metric}: {best.value:.5g} (trial {best.number}, "
+                     f"best epoch {best.user_attrs.get('best_epoch')})")
+        lines.append("best parameters: " + ", ".join(f"{k}={_short(v)}"
+                                                     for k, v in best.params.items()))
+    if result.epochs_budget:
+        saved = result.epochs_budget - result.epochs_trained
+        lines.append(
+            f"epochs trained: {result.epochs_trained} of a budget of {result.epochs_budget} "
+            f"({100 * saved / result.epochs_budget:.0f}% saved: "
+            f"{100 * result.epochs_saved_by_stopping / result.epochs_budget:.0f}% by early "
+            f"stopping, {100 * result.epochs_saved_by_pruning / result.epochs_budget:.0f}% "
+            "by pruning)")
+    if result.importances:
+        top = sorted(result.importances.items(), key=lambda kv: -kv[1])[:5]
+        lines.append("top importances: " + ", ".join(f"{k} {v:.2f}" for k, v in top))
+    if result.best_trial_test:
+        lines.append(f"test accuracy, best trial's own model: "
+                     f"{result.best_trial_test['test_accuracy']:.4f}")
+    if result.refit:
+        if result.refit["test_accuracy"] is None:
+            lines.append(f"refit on train+val+test for {result.refit['epochs']} epochs: a "
+                         "production model; no held-out data is left, so no test score")
+        else:
+            lines.append(f"test accuracy, refit on train+val for {result.refit['epochs']} "
+                         f"epochs: {result.refit['test_accuracy']:.4f}")
+    lines.append(f"optuna storage: {result.storage}")
+    if result.tracking_uri:
+        lines.append(f"see every trial: {mlflow_ui_command(result.tracking_uri)}")
+    return "\n".join(lines)
+
+
+def mlflow_ui_command(uri: str) -> str:
+    if uri.startswith(("http://", "https://")):
+        return f"open {uri} in a browser (the MLflow server)"
+    return f"mlflow ui --backend-store-uri {uri}"
+
+
+def _short(value) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)

@@ -1,0 +1,285 @@
+"""The search space: which knobs a study may turn, their conditions, and how a trial sets them.
+
+Each entry of a study's `search` section is either a fixed value (`dropout: 0.2`) or a
+distribution: `{low, high, log?, step?}` for numbers, `{choices: [...]}` for anything.
+Parameters are the tricks plus the nuisance knobs of the Deep Learning Tuning Playbook (lr,
+batch size, optimizer). Conditional parameters (a schedule's sub-parameters, a stopper's
+threshold, an L1 strength) are distinct parameters with their own names, sampled only when
+their parent makes them active: `step_gamma` and `exp_gamma` are not the same knob. With the
+TPE sampler we set `group=True`, which is what Optuna 5's multivariate TPE needs to handle such
+a dynamic space without falling back to independent sampling.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from trickopt.tricks.early_stopping import STOPPERS
+from trickopt.tricks.norm import NORM_KINDS, NORM_POSITIONS
+from trickopt.tricks.optim import OPTIMIZERS
+from trickopt.tricks.schedules import SCHEDULES
+
+REGULARIZERS = ("none", "l1", "l2", "l1_l2")
+
+
+@dataclass(frozen=True)
+class Range:
+    low: float
+    high: float
+    log: bool = False
+    step: float | None = None
+
+
+@dataclass(frozen=True)
+class Choice:
+    choices: tuple
+
+
+@dataclass(frozen=True)
+class Param:
+    """One knob: its value type, where it lands in the run config, and when it is active."""
+
+    kind: str  # "float", "int" or "choice"
+    target: tuple[str, ...]  # ("model", "dropout"), ("train", "schedule_params", "gamma"), ...
+    allowed: Callable[[Any], bool]
+    allowed_text: str
+    parent: str | None = None  # the knob this one depends on
+    parent_values: tuple = ()  # ...and the values of it that make this one active
+
+
+def _floats(low: float, high: float, *, high_open: bool = False,
+            low_open: bool = False) -> tuple[Callable[[Any], bool], str]:
+    def ok(v: Any) -> bool:
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
+            return False
+        return (v > low if low_open else v >= low) and (v < high if high_open else v <= high)
+    text = f"a number in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+    return ok, text.replace("inf]", "inf)")
+
+
+def _ints(low: int) -> tuple[Callable[[Any], bool], str]:
+    return (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= low,
+            f"an int >= {low}")
+
+
+def _names(allowed: tuple) -> tuple[Callable[[Any], bool], str]:
+    return (lambda v: v in allowed), f"one of {', '.join(map(str, allowed))}"
+
+
+INF = math.inf
+PARAMS: dict[str, Param] = {
+    # Nuisance parameters: always tuned, never the question.
+    "optimizer": Param("choice", ("train", "optimizer"), *_names(OPTIMIZERS)),
+    "lr": Param("float", ("train", "lr"), *_floats(0, INF, low_open=True)),
+    "batch_size": Param("int", ("train", "batch_size"), *_ints(1)),
+    "momentum": Param("float", ("train", "momentum"), *_floats(0, 1, high_open=True),
+                      parent="optimizer", parent_values=("sgd",)),
+    # Model shape.
+    "width": Param("int", ("model", "width"), *_ints(1)),
+    "depth": Param("int", ("model", "depth"), *_ints(0)),
+    # The tricks.
+    "dropout": Param("float", ("model", "dropout"), *_floats(0, 1, high_open=True)),
+    "norm": Param("choice", ("model", "norm"), *_names(NORM_KINDS)),
+    "norm_position": Param("choice", ("model", "norm_position"), *_names(NORM_POSITIONS),
+                           parent="norm", parent_values=tuple(k for k in NORM_KINDS
+                                                              if k not in ("none", "weight"))),
+    "regularizer": Param("choice", ("train", "regularizer"), *_names(REGULARIZERS)),
+    "l1": Param("float", ("train", "l1"), *_floats(0, INF, low_open=True),
+                parent="regularizer", parent_values=("l1", "l1_l2")),
+    "l2": Param("float", ("train", "l2"), *_floats(0, INF, low_open=True),
+                parent="regularizer", parent_values=("l2", "l1_l2")),
+    "schedule": Param("choice", ("train", "schedule"), *_names(SCHEDULES)),
+    "step_size": Param("int", ("train", "schedule_params", "step_size"), *_ints(1),
+                       parent="schedule", parent_values=("step",)),
+    "step_gamma": Param("float", ("train", "schedule_params", "gamma"),
+                        *_floats(0, 1, low_open=True), parent="schedule",
+                        parent_values=("step",)),
+    "exp_gamma": Param("float", ("train", "schedule_params", "gamma"),
+                       *_floats(0, 1, low_open=True), parent="schedule",
+                       parent_values=("exponential",)),
+    "restart_period": Param("int", ("train", "schedule_params", "T_0"), *_ints(1),
+                            parent="schedule", parent_values=("cosine_restarts",)),
+    "warmup_epochs": Param("float", ("train", "schedule_params", "warmup_epochs"),
+                           *_floats(0, INF, low_open=True), parent="schedule",
+                           parent_values=("warmup_cosine",)),
+    "onecycle_pct_start": Param("float", ("train", "schedule_params", "pct_start"),
+                                *_floats(0, 1, low_open=True, high_open=True),
+                                parent="schedule", parent_values=("onecycle",)),
+    "plateau_factor": Param("float", ("train", "schedule_params", "factor"),
+                            *_floats(0, 1, low_open=True, high_open=True), parent="schedule",
+                            parent_values=("plateau",)),
+    "plateau_patience": Param("int", ("train", "schedule_params", "patience"), *_ints(0),
+                              parent="schedule", parent_values=("plateau",)),
+    "stopper": Param("choice", ("train", "stopper"), *_names(STOPPERS)),
+    "patience": Param("int", ("train", "stopper_params", "patience"), *_ints(1),
+                      parent="stopper", parent_values=("patience",)),
+    "gl_alpha": Param("float", ("train", "stopper_params", "alpha"),
+                      *_floats(0, INF, low_open=True), parent="stopper", parent_values=("gl",)),
+    "pq_alpha": Param("float", ("train", "stopper_params", "alpha"),
+                      *_floats(0, INF, low_open=True), parent="stopper", parent_values=("pq",)),
+    "up_s": Param("int", ("train", "stopper_params", "s"), *_ints(1),
+                  parent="stopper", parent_values=("up",)),
+}
+
+# "All tricks": the default search space. lr's range spans what SGD and Adam both need.
+ALL_TRICKS: dict[str, Any] = {
+    "optimizer": {"choices": ["sgd", "adam", "adamw"]},
+    "lr": {"low": 1e-4, "high": 3e-1, "log": True},
+    "batch_size": {"choices": [32, 64, 128, 256]},
+    "dropout": {"low": 0.0, "high": 0.5},
+    "norm": {"choices": ["none", "batch", "layer", "weight", "batch_renorm"]},
+    "norm_position": {"choices": ["before_activation", "after_activation"]},
+    "regularizer": {"choices": ["none", "l1", "l2", "l1_l2"]},
+    "l1": {"low": 1e-6, "high": 1e-2, "log": True},
+    "l2": {"low": 1e-6, "high": 1e-1, "log": True},
+    "schedule": {"choices": ["constant", "step", "exponential", "cosine", "warmup_cosine",
+                             "onecycle", "plateau"]},
+    "step_size": {"low": 2, "high": 10},
+    "step_gamma": {"low": 0.1, "high": 0.9},
+    "exp_gamma": {"low": 0.8, "high": 0.99},
+    "warmup_epochs": {"low": 0.5, "high": 5.0},
+    "onecycle_pct_start": {"low": 0.1, "high": 0.5},
+    "plateau_factor": {"low": 0.1, "high": 0.7},
+    "plateau_patience": {"low": 1, "high": 5},
+    "stopper": {"choices": ["patience", "gl", "pq", "up"]},
+    "patience": {"low": 2, "high": 20},
+    "gl_alpha": {"low": 0.5, "high": 10.0, "log": True},
+    "pq_alpha": {"low": 0.1, "high": 5.0, "log": True},
+    "up_s": {"low": 1, "high": 4},
+}
+
+
+def parse_search(raw: Any, prefix: str, errors: list[str]) -> dict[str, Any]:
+    """Validate a `search` mapping into {name: fixed value | Range | Choice}."""
+    if not isinstance(raw, dict):
+        errors.append(f"{prefix}: must be a mapping of parameter names to values or "
+                      f"distributions; got {raw!r}")
+        return {}
+    space = {}
+    for name, spec in raw.items():
+        field = f"{prefix}.{name}"
+        if name not in PARAMS:
+            errors.append(f"{field}: unknown search parameter; allowed: {', '.join(PARAMS)}")
+            continue
+        parsed = _parse_one(PARAMS[name], spec, field, errors)
+        if parsed is not None:
+            space[name] = parsed
+    return space
+
+
+def _parse_one(param: Param, spec: Any, field: str, errors: list[str]) -> Any:
+    if not isinstance(spec, dict):
+        return _check_value(param, spec, field, errors)
+    if "choices" in spec:
+        return _parse_choice(param, spec, field, errors)
+    return _parse_range(param, spec, field, errors)
+
+
+def _check_value(param: Param, value: Any, field: str, errors: list[str], what: str = "") -> Any:
+    if param.kind == "float" and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if param.allowed(value):
+        return value
+    errors.append(f"{field}{what}: must be {param.allowed_text}; got {value!r}")
+    return None
+
+
+def _parse_choice(param: Param, spec: dict, field: str, errors: list[str]) -> Choice | None:
+    extra = set(spec) - {"choices"}
+    if extra:
+        errors.append(f"{field}: unknown key(s) {', '.join(sorted(extra))} beside choices")
+    choices = spec["choices"]
+    if not isinstance(choices, list) or not choices:
+        errors.append(f"{field}.choices: must be a non-empty list; got {choices!r}")
+        return None
+    n_errors = len(errors)
+    values = [_check_value(param, c, field, errors, ".choices") for c in choices]
+    return Choice(tuple(values)) if len(errors) == n_errors else None
+
+
+def _parse_range(param: Param, spec: dict, field: str, errors: list[str]) -> Range | None:
+    if param.kind == "choice":
+        errors.append(f"{field}: a categorical parameter takes a value or {{choices: [...]}}; "
+                      f"got {spec!r}")
+        return None
+    extra = set(spec) - {"low", "high", "log", "step"}
+    missing = {"low", "high"} - set(spec)
+    if extra or missing:
+        errors.append(f"{field}: a range takes low, high and optionally log, step; "
+                      f"got keys {', '.join(map(str, spec))}")
+        return None
+    n_errors = len(errors)
+    low = _check_value(param, spec["low"], field, errors, ".low")
+    high = _check_value(param, spec["high"], field, errors, ".high")
+    log, step = spec.get("log", False), spec.get("step")
+    if not isinstance(log, bool):
+        errors.append(f"{field}.log: must be true or false; got {log!r}")
+    if len(errors) > n_errors:
+        return None
+    if low >= high:
+        errors.append(f"{field}: low must be < high; got low={low!r}, high={high!r}")
+    if log and low <= 0:
+        errors.append(f"{field}: a log range needs low > 0; got low={low!r}")
+    if step is not None and (log or not isinstance(step, (int, float)) or step <= 0):
+        errors.append(f"{field}.step: must be a number > 0 and cannot go with log; "
+                      f"got {step!r}")
+    return Range(low, high, log, step) if len(errors) == n_errors else None
+
+
+def suggest(trial, space: dict[str, Any], base) -> dict[str, Any]:
+    """Decide every active parameter for `trial` (an optuna.Trial): searched or fixed.
+
+    `base` is the run config; a parent that the space leaves out keeps its base value, so
+    e.g. `step_gamma` is active when the space fixes or omits `schedule` and it is `step`.
+    """
+    context = _base_values(base)
+    decided = {}
+    for name, param in PARAMS.items():
+        if name not in space:
+            continue
+        if param.parent is not None and context.get(param.parent) not in param.parent_values:
+            continue
+        spec = space[name]
+        if isinstance(spec, Choice):
+            value = trial.suggest_categorical(name, list(spec.choices))
+        elif isinstance(spec, Range) and param.kind == "int":
+            value = trial.suggest_int(name, int(spec.low), int(spec.high), log=spec.log,
+                                      step=int(spec.step or 1))
+        elif isinstance(spec, Range):
+            value = trial.suggest_float(name, spec.low, spec.high, log=spec.log, step=spec.step)
+        else:
+            value = spec
+        decided[name] = context[name] = value
+    return decided
+
+
+def _base_values(base) -> dict[str, Any]:
+    train = base.train
+    regularizer = {(False, False): "none", (True, False): "l1", (False, True): "l2",
+                   (True, True): "l1_l2"}[(train.l1 > 0, train.l2 > 0)]
+    return {"optimizer": train.optimizer, "norm": base.model.norm,
+            "regularizer": regularizer, "schedule": train.schedule, "stopper": train.stopper}
+
+
+def apply(base, params: dict[str, Any]):
+    """A copy of run config `base` with the trial's parameters set."""
+    config = copy.deepcopy(base)
+    if "schedule" in params and params["schedule"] != base.train.schedule:
+        config.train.schedule_params = {}  # the base's sub-parameters belong to its schedule
+    if "stopper" in params and params["stopper"] != base.train.stopper:
+        config.train.stopper_params = {}
+    for name, value in params.items():
+        target = PARAMS[name].target
+        if target == ("train", "regularizer"):
+            config.train.l1 = config.train.l1 if value in ("l1", "l1_l2") else 0.0
+            config.train.l2 = config.train.l2 if value in ("l2", "l1_l2") else 0.0
+            continue
+        node = getattr(config, target[0])
+        if len(target) == 2:
+            setattr(node, target[1], value)
+        else:
+            getattr(node, target[1])[target[2]] = value
+    return config
