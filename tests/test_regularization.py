@@ -90,7 +90,7 @@ def test_soft_threshold_matches_definition_and_softshrink():
     tensors = [torch.randn(7, 3, dtype=torch.float64), torch.randn(4, dtype=torch.float64)]
     originals = [t.clone() for t in tensors]
     soft_threshold_(tensors, 0.4)
-    for got, original in zip(tensors, originals):
+    for got, original in zip(tensors, originals, strict=True):
         by_definition = torch.sign(original) * torch.clamp(original.abs() - 0.4, min=0)
         assert torch.equal(got, by_definition)
         assert torch.equal(got, nn.functional.softshrink(original, 0.4))
@@ -172,7 +172,7 @@ def _assert_same_trajectory(name: str, reg: Regularization, make_reference, step
         optimizer.step()
         reg.after_step(optimizer)
         reference.step()
-        for got, want in zip(model.parameters(), reference_model.parameters()):
+        for got, want in zip(model.parameters(), reference_model.parameters(), strict=True):
             torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
 
 
@@ -262,7 +262,7 @@ def test_regularization_rejects_bad_values(kwargs, field):
 
 
 def test_regularization_reports_all_errors_and_is_keyword_only():
-    with pytest.raises(ValueError, match="l1=-1.*l2_mode='x'"):
+    with pytest.raises(ValueError, match=r"l1=-1.*l2_mode='x'"):
         Regularization(l1=-1, l2_mode="x")
     with pytest.raises(TypeError):
         Regularization(0.1)  # type: ignore[misc]
@@ -273,7 +273,7 @@ def test_create_optimizer_rejects_bad_settings():
     with pytest.raises(ValueError, match="rmsprop") as error:
         create_optimizer("rmsprop", model, lr=0.1)
     assert str(OPTIMIZERS) in str(error.value)
-    with pytest.raises(ValueError, match="adamw.*coupled"):
+    with pytest.raises(ValueError, match=r"adamw.*coupled"):
         create_optimizer("adamw", model, lr=0.1, regularization=Regularization(l2=0.1))
     with pytest.raises(ValueError, match="lr=0"):
         create_optimizer("sgd", model, lr=0)

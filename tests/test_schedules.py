@@ -44,7 +44,7 @@ def _per_epoch(name, *, epochs, steps_per_epoch=3, **params):
 
 def _assert_lrs(got, want):
     assert len(got) == len(want)
-    for index, (g, w) in enumerate(zip(got, want)):
+    for index, (g, w) in enumerate(zip(got, want, strict=True)):
         assert abs(g - w) <= 1e-12, f"step/epoch {index}: got {g!r}, want {w!r}"
 
 
@@ -204,5 +204,5 @@ def test_bad_names_and_parameters_are_named(name, params, needles):
 
 
 def test_all_errors_are_reported_together():
-    with pytest.raises(ValueError, match="epochs=0.*'gamma'.*'eta_min'"):
+    with pytest.raises(ValueError, match=r"epochs=0.*'gamma'.*'eta_min'"):
         create_scheduler("step", _optimizer(), epochs=0, steps_per_epoch=1, gamma=2, eta_min=0)
