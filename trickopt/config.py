@@ -334,7 +334,7 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     for item in overrides:
         key, sep, text = item.partition("=")
         parts = key.strip().split(".")
-        if not sep or len(parts) < 2 or not all(parts):
+        if not sep or not all(parts):
             errors.append(f"--set {item}: must look like section.key=value, e.g. train.lr=0.01")
             continue
         try:

@@ -131,20 +131,28 @@ def _load_npz(path: Path, target: str) -> tuple[np.ndarray, np.ndarray, tuple[in
 
 def _load_csv(path: Path, target: str) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:
     with path.open(newline="") as handle:
-        rows = list(csv.reader(handle))
+        reader = csv.reader(handle)
+        rows = [(reader.line_num, row) for row in reader if row]  # blank lines skipped
     if not rows:
         raise DataError(f"{path}: the file is empty")
-    header, body = rows[0], rows[1:]
+    header, body = rows[0][1], rows[1:]
     if target not in header:
         raise DataError(f"{path}: no column named {target!r} (the target); "
                         f"columns: {', '.join(header)}")
     column = header.index(target)
-    labels = np.array([row[column] for row in body])
-    try:
-        x = np.array([[float(v) for i, v in enumerate(row) if i != column] for row in body],
-                     dtype=np.float32)
-    except ValueError as exc:
-        raise DataError(f"{path}: every column but the target must be numeric ({exc})") from None
+    features = [i for i in range(len(header)) if i != column]
+    x = np.empty((len(body), len(features)), dtype=np.float32)
+    for r, (line, row) in enumerate(body):
+        if len(row) != len(header):
+            raise DataError(f"{path}: line {line} has {len(row)} fields; the header has "
+                            f"{len(header)}")
+        for c, i in enumerate(features):
+            try:
+                x[r, c] = float(row[i])
+            except ValueError:
+                raise DataError(f"{path}: column {header[i]!r} must be numeric (only the "
+                                f"target may hold text); got {row[i]!r} on line {line}") from None
+    labels = np.array([row[column] for _, row in body])
     return x, labels, (x.shape[1],)
 
 

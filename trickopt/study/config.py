@@ -9,6 +9,7 @@ and is validated as a whole before anything is created: every problem is reporte
 from __future__ import annotations
 
 import copy
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -99,7 +100,10 @@ def create_sampler(name: str, params: dict, seed: int | None):
     if name == "tpe":
         # group=True: conditional sub-parameters form their own groups, so Optuna 5's
         # multivariate TPE samples them jointly instead of warning and going independent.
-        return optuna.samplers.TPESampler(seed=seed, group=True, **params)
+        # `group` is marked experimental; we choose it knowingly, so its warning is noise.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.TPESampler(seed=seed, group=True, **params)
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed, **params)
     if name == "qmc":
@@ -124,8 +128,6 @@ def create_pruner(name: str, params: dict, max_epochs: int):
 def _dry_run(errors: list[str], field_name: str, factory, name: str, params: dict,
              extra: Any) -> None:
     """Build the Optuna object once: its own argument checks become config errors."""
-    import warnings
-
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -12,6 +12,7 @@ import yaml
 
 PLOTS = ("plot_optimization_history", "plot_intermediate_values", "plot_param_importances",
          "plot_slice")
+SLICE_PARAMS = 6
 
 
 def log_parent_summary(tracker, study: optuna.Study, config, result) -> None:
@@ -41,12 +42,12 @@ def log_parent_summary(tracker, study: optuna.Study, config, result) -> None:
         tracker.log_parent_artifact(config.source)
     (folder / "importances.json").write_text(json.dumps(result.importances, indent=2))
     tracker.log_parent_artifact(folder / "importances.json")
-    for path in _plots(study, folder, has_importances=bool(result.importances)):
+    for path in _plots(study, folder, result.importances):
         tracker.log_parent_artifact(path, "plots")
     # The writer thread reads these files later; the folder is left for the OS to clean.
 
 
-def _plots(study: optuna.Study, folder: Path, *, has_importances: bool) -> list[Path]:
+def _plots(study: optuna.Study, folder: Path, importances: dict[str, float]) -> list[Path]:
     if not study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
         return []
     import matplotlib
@@ -55,20 +56,24 @@ def _plots(study: optuna.Study, folder: Path, *, has_importances: bool) -> list[
     import matplotlib.pyplot as plt
     from optuna.visualization import matplotlib as optuna_plots
 
+    # A slice plot of every knob is a grid of ~20 panels that takes seconds to draw and no
+    # one reads: show the most important ones.
+    top = sorted(importances, key=importances.get, reverse=True)[:SLICE_PARAMS] or None
+    kwargs = {"plot_slice": {"params": top}, "plot_param_importances": {}}
     paths = []
     for name in PLOTS:
-        if name == "plot_param_importances" and not has_importances:
+        if name == "plot_param_importances" and not importances:
             continue
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Optuna marks its matplotlib plots experimental
             try:
-                axes = getattr(optuna_plots, name)(study)
+                axes = getattr(optuna_plots, name)(study, **kwargs.get(name, {}))
             except (ValueError, RuntimeError):
                 continue
         figure = (axes.flat[0] if hasattr(axes, "flat") else axes).get_figure()
         figure.set_size_inches(10, 6)
         path = folder / f"{name.removeprefix('plot_')}.png"
-        figure.savefig(path, dpi=80, bbox_inches="tight")
+        figure.savefig(path, dpi=72)
         plt.close("all")
         paths.append(path)
     return paths
