@@ -2,7 +2,8 @@
 
 Same model (the default MLP, 64->128->128->10), same data (digits, default DataConfig split),
 same batch size (128), same Adam (lr 1e-3), same thread count and device; fit runs with no
-tricks (stopper "none", schedule "constant", l1 = l2 = 0, dropout 0). Goal: fit / hand <= 1.10.
+tricks (stopper "none", schedule "constant", l1 = l2 = 0, dropout 0, no bf16 autocast).
+Goal: fit / hand <= 1.10.
 
 Variants, timed interleaved (the order rotates each repetition) on fresh copies of one
 initial model, each running E epochs per repetition; ms/epoch = the call's wall time / E, so
@@ -15,20 +16,22 @@ optimizer construction:
   the device, ``torch.randperm`` per epoch, forward, ``F.cross_entropy``, ``zero_grad``,
   ``backward``, ``step``, the train loss summed on the device; then one validation pass and one
   host sync (``tolist``) per epoch. Its Adam uses the class and ``fused`` setting that
-  ``create_optimizer`` picks for fit, so the row isolates fit's overhead.
+  ``create_optimizer`` picks for fit, so the row isolates fit's overhead (it puts every
+  parameter in one group, as a user does; fit's two groups, weights / the rest, count as
+  fit's overhead).
 * ``hand (Adam defaults)``: the same loop with ``torch.optim.Adam(params, lr=1e-3)``, for
   information (what the user would type).
 * ``DataLoader loop``: the tutorial loop, ``DataLoader(TensorDataset(x, y), batch_size=128,
   shuffle=True)``, with fit's Adam; same validation, for context.
 
 Ratios are the median (and min-max) of per-repetition ratios to ``hand (fit's Adam)``: the
-two runs of one repetition are seconds apart, so machine noise mostly cancels.
+runs of one repetition are a fraction of a second apart, so slow machine noise mostly cancels.
 
 Run:
-    python benchmarks/fit_overhead.py                 # 1 thread, 20 epochs x 7 repetitions
+    python benchmarks/fit_overhead.py                 # 1 thread, 20 epochs x 11 repetitions
     python benchmarks/fit_overhead.py --threads 2
     python benchmarks/fit_overhead.py --quick         # a few seconds, for CI
-    python benchmarks/fit_overhead.py --profile       # where fit's time goes (torch.profiler)
+    python benchmarks/fit_overhead.py --profile       # + where fit's extra time goes
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ import platform
 import statistics
 import sys
 import time
+import timeit
 from collections.abc import Callable
 
 import torch
@@ -63,7 +67,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=int, default=20, help="epochs per repetition (20)")
-    parser.add_argument("--repeats", type=int, default=7, help="interleaved repetitions (7)")
+    parser.add_argument("--repeats", type=int, default=11, help="interleaved repetitions (11)")
     parser.add_argument("--warmup", type=int, default=3, help="warm-up epochs per variant (3)")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1)")
     parser.add_argument("--batch-size", type=int, default=128)
@@ -71,7 +75,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true",
                         help="tiny sizes (2 epochs x 2 repetitions): checks that it runs")
     parser.add_argument("--profile", action="store_true",
-                        help="also profile fit and the hand loop with torch.profiler")
+                        help="also show where fit's extra time goes: isolated costs, "
+                             "torch.profiler op counts, cProfile")
     args = parser.parse_args(argv)
     if args.quick:
         args.epochs, args.repeats, args.warmup = 2, 2, 1
@@ -112,6 +117,7 @@ def fit_config(args: argparse.Namespace, epochs: int):
     train.l1 = train.l2 = 0.0
     train.threads = args.threads
     train.device = args.device
+    train.bf16 = False  # fit's bf16 autocast (CUDA only) would be work the hand loop skips
     return cfg
 
 
@@ -217,12 +223,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"- GPU: {torch.cuda.get_device_name(device)}")
     if hasattr(os, "getloadavg"):
         print(f"- load average at start: {', '.join(f'{v:.2f}' for v in os.getloadavg())}")
-    print(f"- data: digits, {n_train} train / {n_val} val rows, batch {batch} "
-          f"({-(-n_train // batch)} steps/epoch); model: {sum(p.numel() for p in template.parameters())} "
-          f"parameters; optimizer for fit and the hand loop: {opt_class.__name__}"
-          f"(lr={LR}, fused={fused})")
+    hand_steps = -(-n_train // batch)
+    # fit folds a trailing batch of one sample into the previous batch (see _Run.__init__).
+    fit_steps = max(1, n_train // batch + (1 if n_train % batch > 1 else 0))
+    steps = f"{hand_steps}" if hand_steps == fit_steps else f"hand {hand_steps}, fit {fit_steps}"
+    n_params = sum(p.numel() for p in template.parameters())
+    print(f"- data: digits, {n_train} train / {n_val} val rows, batch {batch} ({steps} "
+          f"steps/epoch); model: {n_params} parameters; optimizer for fit and the hand loop: "
+          f"{opt_class.__name__}(lr={LR}, fused={fused})")
     print(f"- {args.epochs} epochs x {args.repeats} repetitions per variant, interleaved, "
-          f"after {args.warmup} warm-up epochs each\n")
+          f"after {args.warmup} warm-up epoch(s) each\n")
 
     def timed(name: str, epochs: int) -> float:
         model = copy.deepcopy(template)
@@ -253,23 +263,130 @@ def main(argv: list[str] | None = None) -> int:
               f"({min(ratios):.3f}–{max(ratios):.3f}) |")
     fit_ratio = statistics.median(a / b for a, b in zip(ms["fit"], ms[REFERENCE]))
     verdict = "meets" if fit_ratio <= GOAL else "misses"
+    if args.quick:
+        verdict = "--quick is too small for a verdict on"
     print(f"\nfit / hand loop = {fit_ratio:.3f}: {verdict} the goal of <= {GOAL:.2f}.")
+    if hasattr(os, "getloadavg"):
+        print(f"Load average at end: {', '.join(f'{v:.2f}' for v in os.getloadavg())}")
 
     if args.profile:
-        profile(variants, template, args.epochs)
+        profile(variants, template, data, args.epochs, batch, fits_adam)
     return 0
 
 
-def profile(variants: dict, template: nn.Module, epochs: int) -> None:
-    """torch.profiler tables (CPU self time) of fit and the reference loop, same epochs."""
+def profile(variants: dict, template: nn.Module, data: dict, epochs: int, batch: int,
+            fits_adam: Callable[[nn.Module], torch.optim.Optimizer]) -> None:
+    """Where fit's extra time goes: isolated costs, extra torch ops, trickopt's Python."""
+    print("\n## Profile of fit's extras\n")
+    isolated_costs(template, data, batch, fits_adam)
+    op_count_diff(variants, template, epochs)
+    python_profile(variants, template, epochs)
+
+
+def isolated_costs(template: nn.Module, data: dict, batch: int,
+                   fits_adam: Callable[[nn.Module], torch.optim.Optimizer]) -> None:
+    """Each thing fit does that the hand loop does not, timed alone (min of 5 x 200 calls)."""
+    from trickopt.train import evaluate_sums
+    from trickopt.tricks.early_stopping import create_stopper
+    from trickopt.tricks.regularization import weight_sparsity
+    from trickopt.tricks.schedules import create_scheduler
+
+    x, y = data["x"][:batch], data["y"][:batch]
+    models = [copy.deepcopy(template) for _ in range(3)]
+    for model in models:
+        F.cross_entropy(model(x), y).backward()  # gradients for step() to use
+    plain = fits_adam(models[0])
+    grouped = create_optimizer("adam", models[1], lr=LR, regularization=Regularization())
+    scheduled = create_optimizer("adam", models[2], lr=LR, regularization=Regularization())
+    schedule = create_scheduler("constant", scheduled, epochs=20, steps_per_epoch=9)
+    model, x_val, y_val = models[0], data["x_val"], data["y_val"]
+    loss = F.cross_entropy(model(x), y)
+    total = torch.zeros((), device=x.device)
+    stopper, falling = create_stopper("none"), [1.0]
+
+    def best_copy():
+        return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    def stopper_step():
+        falling[0] *= 0.999
+        stopper.step(falling[0], 1.0)
+
+    def fit_validation():
+        return torch.stack([total, *evaluate_sums(model, x_val, y_val)]).tolist()
+
+    per_step = {
+        "optimizer.step(): torch Adam, 1 param group (hand loop)": plain.step,
+        "optimizer.step(): create_optimizer's 2 param groups": grouped.step,
+        "optimizer.step(): 2 groups + LR scheduler's step wrapper (fit)": scheduled.step,
+        "total += loss.detach() (hand loop)": lambda: total.add_(loss.detach()),
+        "total += loss.detach() * len(index) (fit)": lambda: total.add_(loss.detach() * batch),
+    }
+    per_epoch = {
+        "validation + sync: hand loop": lambda: validate(model, x_val, y_val, total),
+        "validation + sync: evaluate_sums (fit)": fit_validation,
+        "weight_sparsity(model) (fit)": lambda: weight_sparsity(model),
+        "best-weights copy, when val loss improves (fit)": best_copy,
+        "schedule.after_epoch() (fit)": lambda: schedule.after_epoch(1.0),
+        "stopper.step() (fit)": stopper_step,
+    }
+    cases = {("step", k): v for k, v in per_step.items()}
+    cases.update({("epoch", k): v for k, v in per_epoch.items()})
+    rounds: dict[tuple[str, str], list[float]] = {key: [] for key in cases}
+    for call in cases.values():
+        call()
+    for _ in range(7):  # rounds interleave the cases, so a noisy second hits them all alike
+        for key, call in cases.items():
+            rounds[key].append(min(timeit.repeat(call, number=100, repeat=3)) / 100)
+    print("Isolated costs, microseconds per call (timeit, min of 3 x 100 calls, median of 7 "
+          "interleaved rounds; warm caches, so a floor for the cost inside the loop):\n")
+    print("| per | what | us/call: median (min–max) |")
+    print("|---|---|---:|")
+    for (per, name), values in rounds.items():
+        print(f"| {per} | {name} | {1e6 * statistics.median(values):.1f} "
+              f"({1e6 * min(values):.1f}–{1e6 * max(values):.1f}) |")
+
+
+def op_count_diff(variants: dict, template: nn.Module, epochs: int) -> None:
+    """torch ops that fit calls more often than the hand loop (torch.profiler, per epoch)."""
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as torch_profile
 
+    tables = {}
     for name in ("fit", REFERENCE):
         with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
             variants[name](copy.deepcopy(template), epochs)
-        print(f"\n## torch.profiler: {name}, {epochs} epochs (self CPU time)\n")
-        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25))
+        tables[name] = {e.key: (e.count, e.self_cpu_time_total) for e in prof.key_averages()}
+    fit_ops, hand_ops = tables["fit"], tables[REFERENCE]
+    rows = []
+    for key in set(fit_ops) | set(hand_ops):
+        (fc, ft), (hc, ht) = fit_ops.get(key, (0, 0.0)), hand_ops.get(key, (0, 0.0))
+        if fc != hc:
+            rows.append((ft - ht, key, fc / epochs, hc / epochs, ft / epochs, ht / epochs))
+    rows.sort(reverse=True)
+    print(f"\ntorch.profiler, {epochs} epochs each: ops whose call count differs, per epoch "
+          "(self CPU us are noisy; the counts are exact):\n")
+    print("| op | calls fit | calls hand | self us fit | self us hand |")
+    print("|---|---:|---:|---:|---:|")
+    for _, key, fc, hc, ft, ht in rows:
+        print(f"| {key} | {fc:g} | {hc:g} | {ft:.0f} | {ht:.0f} |")
+
+
+def python_profile(variants: dict, template: nn.Module, epochs: int) -> None:
+    """cProfile of fit, restricted to trickopt's own functions (cumulative time)."""
+    import cProfile
+    import io
+    import pstats
+
+    profiler = cProfile.Profile()
+    profiler.enable()
+    variants["fit"](copy.deepcopy(template), epochs)
+    profiler.disable()
+    out = io.StringIO()
+    stats = pstats.Stats(profiler, stream=out).sort_stats("cumulative")
+    stats.print_stats("trickopt", 15)
+    text = out.getvalue()
+    print(f"\ncProfile of fit, {epochs} epochs (cumulative seconds; trickopt's functions):\n")
+    print(text[text.find("   ncalls"):].rstrip())
 
 
 if __name__ == "__main__":

@@ -219,18 +219,16 @@ def test_callback_sees_every_epoch_including_the_stoppers_last(data, stopper, pa
         seen.append(epoch)
         return epoch >= 100  # never, within these runs
 
-    def say_stop(epoch: int, metrics: dict) -> bool:
-        return True
-
     config = train_config(max_epochs=8, stopper=stopper, stopper_params=params)
     history = fit(make_model(data), data, config, on_epoch_end=always_stop_late)
     assert history.stop_reason == reason
     assert seen == list(range(1, history.epochs_trained + 1))
     if reason == "up":
         # On the stopper's own epoch, a callback that also says stop does not change the reason.
+        stop_epoch = history.epochs_trained
         history = fit(make_model(data), data, config,
-                      on_epoch_end=lambda e, m: e == len(seen) and say_stop(e, m))
-        assert (history.stop_reason, history.epochs_trained) == ("up", len(seen))
+                      on_epoch_end=lambda epoch, metrics: epoch == stop_epoch)
+        assert (history.stop_reason, history.epochs_trained) == ("up", stop_epoch)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -274,6 +272,16 @@ def test_model_with_dropout_is_in_eval_mode_and_deterministic_after_fit(data):
     assert not any(m.training for m in model.modules())
     with torch.no_grad():
         assert torch.equal(model(data.x_val), model(data.x_val))
+
+
+def test_a_trailing_batch_of_one_is_folded_so_batch_norm_trains(data):
+    # 180 training rows in batches of 179 would leave a batch of 1, which batch norm refuses
+    # in train mode; the trainer folds it into the previous batch and still sees every row.
+    assert len(data.y_train) % 179 == 1
+    model = CountRows(make_model(data, norm="batch"))
+    history = fit(model, data, train_config(max_epochs=2, batch_size=179))
+    assert model.train_rows == 2 * len(data.y_train)
+    assert history.epochs_trained == 2
 
 
 # ---------------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -47,11 +48,14 @@ class DataConfig:
 
     def check(self, prefix: str, errors: list[str]) -> None:
         from trickopt.data import DATASETS
-        from trickopt.tricks.scaling import SCALINGS
+        from trickopt.tricks.scaling import SCALINGS, canonical_scaling
 
         check_choice(errors, f"{prefix}.name", self.name, DATASETS)
-        check_choice(errors, f"{prefix}.scaling", self.scaling.replace("_", "-"), SCALINGS
-                     + ("minmax", "zscore", "standard"))
+        try:
+            canonical_scaling(self.scaling)
+        except ValueError:
+            errors.append(f"{prefix}.scaling: must be one of {', '.join(SCALINGS)}; "
+                          f"got {self.scaling!r}")
         check_range(errors, f"{prefix}.val_fraction", self.val_fraction, 0, 1, "a float in (0, 1)")
         check_range(errors, f"{prefix}.test_fraction", self.test_fraction, 0, 1,
                     "a float in (0, 1)")
@@ -151,7 +155,7 @@ class TrainConfig:
                 create_stopper(self.stopper, **self.stopper_params)
             except (TypeError, ValueError) as exc:
                 errors.append(f"{prefix}.stopper_params: {exc}")
-        if self.device not in ("auto", "cpu", "mps") and not self.device.startswith("cuda"):
+        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):
             errors.append(f"{prefix}.device: must be auto, cpu, cuda, cuda:N or mps; "
                           f"got {self.device!r}")
         if self.threads is not None:
@@ -307,6 +311,20 @@ def _type_name(hint: Any) -> str:
 # Files and --set overrides.
 
 
+class _YamlLoader(yaml.SafeLoader):
+    """SafeLoader that also reads `1e-3` as a float: YAML 1.1 (PyYAML) wants `1.0e-3`."""
+
+
+_YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"))
+
+
+def load_yaml(text: str) -> Any:
+    """`yaml.safe_load`, except that `1e-3` is a float (as in YAML 1.2, JSON and Python)."""
+    return yaml.load(text, Loader=_YamlLoader)  # a SafeLoader: no arbitrary objects
+
+
 def read_yaml(path: str | Path) -> dict:
     """Read a YAML mapping; an unreadable or malformed file is a ConfigError naming it."""
     path = Path(path)
@@ -315,7 +333,7 @@ def read_yaml(path: str | Path) -> dict:
     except OSError as exc:
         raise ConfigError([f"{path}: cannot read the config file ({exc.strerror})"]) from None
     try:
-        raw = yaml.safe_load(text)
+        raw = load_yaml(text)
     except yaml.YAMLError as exc:
         where = getattr(exc, "problem_mark", None)
         line = f" at line {where.line + 1}" if where is not None else ""
@@ -338,7 +356,7 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
             errors.append(f"--set {item}: must look like section.key=value, e.g. train.lr=0.01")
             continue
         try:
-            value = yaml.safe_load(text)
+            value = load_yaml(text)
         except yaml.YAMLError:
             value = text
         node = raw

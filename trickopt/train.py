@@ -27,7 +27,7 @@ from torch import nn
 
 from trickopt.tricks.early_stopping import create_stopper
 from trickopt.tricks.optim import create_optimizer
-from trickopt.tricks.regularization import Regularization, weight_sparsity
+from trickopt.tricks.regularization import Regularization, split_parameters, weight_sparsity
 from trickopt.tricks.schedules import create_scheduler
 
 STOP_REASONS = ("patience", "gl", "pq", "up", "max_epochs", "non_finite_loss", "callback")
@@ -110,11 +110,11 @@ def fit(model: nn.Module, data, config, *, on_epoch_end: EpochCallback | None = 
         train_loss = run.train_epoch()
         val_loss, val_correct = evaluate_sums(model, x_val, y_val)
         # The one host sync of the epoch: every number the epoch reports, read together.
-        train_loss, val_loss, val_correct = torch.stack(
-            [train_loss, val_loss, val_correct]).tolist()
+        train_loss, val_loss, val_correct, zeros = torch.stack(
+            [train_loss, val_loss, val_correct, run.zero_weights()]).tolist()
         metrics = {"epoch": epoch, "train_loss": train_loss / run.n_train,
                    "val_loss": val_loss / len(y_val), "val_accuracy": val_correct / len(y_val),
-                   "lr": lr, "weight_sparsity": weight_sparsity(model),
+                   "lr": lr, "weight_sparsity": zeros / run.n_weights,
                    "epoch_seconds": time.perf_counter() - started}
         history.epochs.append(metrics)
         stop = stopper.step(metrics["val_loss"], metrics["train_loss"])
@@ -162,6 +162,7 @@ def refit(model: nn.Module, data, config, *, epochs: int,
                                "epoch_seconds": time.perf_counter() - started})
         # Plateau has no validation split to watch here: it follows the training loss.
         run.schedule.after_epoch(train_loss)
+    model.eval()  # a finished model predicts: dropout off, running statistics on
     if include_test:
         return RefitResult(history, None, None)
     test_loss, test_accuracy = evaluate(model, data.x_test, data.y_test)
@@ -174,6 +175,11 @@ def evaluate_sums(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[t
     """Summed cross-entropy and count of correct predictions, as device tensors (no sync)."""
     model.eval()
     device = next(model.parameters()).device
+    if len(y) <= _EVAL_CHUNK:  # the usual case: one pass, no accumulators
+        logits = model(x.to(device, non_blocking=True)).float()
+        y = y.to(device, non_blocking=True)
+        return (F.cross_entropy(logits, y, reduction="sum"),
+                (logits.argmax(dim=1) == y).sum().float())
     loss = torch.zeros((), device=device)
     correct = torch.zeros((), device=device)
     for start in range(0, len(y), _EVAL_CHUNK):
@@ -209,6 +215,8 @@ class _Run:
         self.steps = max(1, self.n_train // self.batch_size
                          + (1 if self.n_train % self.batch_size > 1 else 0))
         self.generator = torch.Generator(device=self.device).manual_seed(config.seed)
+        self.penalised = split_parameters(model)[0]
+        self.n_weights = max(1, sum(p.numel() for p in self.penalised))
         self.regularization = Regularization(l1=config.l1, l1_mode=config.l1_mode,
                                              l2=config.l2,
                                              l2_mode=config.resolved_l2_mode)
@@ -220,6 +228,13 @@ class _Run:
         use_bf16 = config.bf16 and self.device.type == "cuda"
         self.autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_bf16 \
             else contextlib.nullcontext
+
+    @torch.no_grad()
+    def zero_weights(self) -> torch.Tensor:
+        """How many penalised weights are exactly zero, as a device tensor (no sync)."""
+        if not self.penalised:
+            return torch.zeros((), device=self.device)
+        return sum((p == 0).sum() for p in self.penalised).float()
 
     def train_epoch(self) -> torch.Tensor:
         """One pass over the training data; returns the summed data loss as a device tensor."""
@@ -234,7 +249,7 @@ class _Run:
             with self.autocast():
                 logits = model(self.x[index])
                 loss = F.cross_entropy(logits.float(), self.y[index])
-            total += loss.detach() * len(index)
+            total.add_(loss.detach(), alpha=len(index))
             penalty = regularization.penalty(model)
             if penalty is not None:
                 loss = loss + penalty

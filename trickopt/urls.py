@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from urllib.parse import urlsplit, urlunsplit
 
 
@@ -23,3 +24,16 @@ def mask_password(url: str) -> str:
         host = f"{host}:{parts.port}"
     netloc = f"{parts.username}:***@{host}" if parts.username else f":***@{host}"
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+_CREDENTIALS = re.compile(r"(\w[\w+.-]*://[^/\s:@]*:)[^@\s/]+@")
+
+
+def mask_passwords_in_text(text: str) -> str:
+    """Mask the password of every URL in `text` (a study file, an error message).
+
+    Example:
+        >>> mask_passwords_in_text("storage: postgresql://u:pw@db/optuna")
+        'storage: postgresql://u:***@db/optuna'
+    """
+    return _CREDENTIALS.sub(r"\1***@", text)

@@ -34,6 +34,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: ./mlflow.db)")
     parser.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: auto)")
     parser.add_argument("--seed", type=int, help="sampler seed (study.seed)")
+    parser.add_argument("--workers", type=int,
+                        help="worker processes on this machine (study.workers)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="override any setting, e.g. train.max_epochs=20")
@@ -43,7 +45,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def _overrides(args: argparse.Namespace) -> list[str]:
     flags = {"study.n_trials": args.n_trials, "study.timeout": args.timeout,
              "study.name": args.study_name, "study.storage": args.storage,
-             "tracking.uri": args.tracking_uri, "study.seed": args.seed,
+             "tracking.uri": args.tracking_uri, "study.seed": args.seed, "study.workers": args.workers,
              "train.device": args.device}
     # A flag is passed as a YAML-quoted string where it is text, so `--study-name 123` stays
     # a name and a URL with ':' is not read as a mapping.
@@ -67,10 +69,16 @@ def main(argv: list[str] | None = None) -> int:
         for line in exc.errors:
             print(f"error: {line}", file=sys.stderr)
         return 2
+    from trickopt.data import DataError
     from trickopt.study.report import format_summary
-    from trickopt.study.runner import run_study
+    from trickopt.study.runner import TrackingError, run_study
+    from trickopt.study.storage import StorageError
 
-    result = run_study(config, progress=not args.no_progress)
+    try:
+        result = run_study(config, progress=not args.no_progress)
+    except (DataError, TrackingError, StorageError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(format_summary(result, config))
     return 130 if result.interrupted else 0
 

@@ -21,6 +21,11 @@ from trickopt.study.space import ALL_TRICKS, parse_search
 SAMPLERS = ("tpe", "random", "qmc", "gp")
 PRUNERS = ("median", "percentile", "successive_halving", "hyperband", "wilcoxon", "none")
 METRICS = {"val_loss": "minimize", "val_accuracy": "maximize"}
+# Our defaults where Optuna's do not fit epoch-level reports. Median and percentile wait for 5
+# finished trials and 3 epochs: earlier, the median is noise. Percentile needs its percentile.
+PRUNER_DEFAULTS = {"median": {"n_startup_trials": 5, "n_warmup_steps": 3},
+                   "percentile": {"percentile": 25.0, "n_startup_trials": 5,
+                                  "n_warmup_steps": 3}}
 REFITS = ("none", "train_val", "train_val_test")
 DEFAULT_STUDY_NAME = "trickopt-digits-cnn"
 
@@ -34,13 +39,14 @@ class StudySection:
     direction: str | None = None  # derived from the metric; if given it must agree
     sampler: str = "tpe"
     sampler_params: dict = field(default_factory=dict)
-    pruner: str = "median"  # chosen by benchmarks/budget.py, see BENCHMARKS.md
-    # Median pruning waits for 5 finished trials and 3 epochs: earlier, the median is noise.
-    pruner_params: dict = field(default_factory=lambda: {"n_startup_trials": 5,
-                                                          "n_warmup_steps": 3})
+    pruner: str = "median"
+    pruner_params: dict = field(default_factory=dict)  # on top of PRUNER_DEFAULTS[pruner]
     seed: int | None = 0  # sampler seed; None draws a fresh one
     storage: str | None = None  # an Optuna storage URL; None: ./trickopt.journal
-    workers: int = 1
+    workers: int = 1  # worker processes on this machine, one per GPU where there are several
+    # RDB storages only: a worker silent this long is dead; its trial is failed and retried.
+    heartbeat_interval: int = 10  # seconds
+    grace_period: int = 60  # seconds; > a few heartbeats, so a busy worker is not declared dead
 
     def check(self, prefix: str, errors: list[str]) -> None:
         if not self.name.strip():
@@ -60,6 +66,14 @@ class StudySection:
             _dry_run(errors, f"{prefix}.pruner_params", create_pruner, self.pruner,
                      self.pruner_params, 10)
         check_min(errors, f"{prefix}.workers", self.workers, 1)
+        check_min(errors, f"{prefix}.heartbeat_interval", self.heartbeat_interval, 1)
+        if self.grace_period <= self.heartbeat_interval:
+            errors.append(f"{prefix}.grace_period: must be > heartbeat_interval "
+                          f"({self.heartbeat_interval}); got {self.grace_period!r}")
+        if self.workers > 1 and self.storage is not None and self.storage.startswith("sqlite"):
+            errors.append(f"{prefix}.workers: {self.workers} workers cannot share SQLite safely "
+                          "(\"database is locked\"); use PostgreSQL (--storage "
+                          "postgresql://...) or a journal file (--storage journal:PATH)")
 
     @property
     def resolved_direction(self) -> str:
@@ -115,6 +129,7 @@ def create_pruner(name: str, params: dict, max_epochs: int):
     import optuna
 
     pruners = optuna.pruners
+    params = {**PRUNER_DEFAULTS.get(name, {}), **params}
     if name == "none":
         return pruners.NopPruner(**params)
     if name == "hyperband":

@@ -18,6 +18,7 @@ import torch
 
 from trickopt.models import build_model
 from trickopt.study import space
+from trickopt.study.recovery import WORKER_ATTR, worker_identity
 from trickopt.train import EPOCH_METRICS, fit
 
 PRUNED = "pruned"
@@ -44,15 +45,15 @@ def decided_params(trial, config) -> tuple[dict[str, Any], Any]:
 class Objective:
     """The callable Optuna optimizes; one instance serves every trial of a worker."""
 
-    def __init__(self, config, data, tracker, *, device: str | None = None):
+    def __init__(self, config, data, tracker):
         self.config, self.data, self.tracker = config, data, tracker
-        self.device = device
         self.metric = config.study.metric
+        self.worker = worker_identity()
 
     def __call__(self, trial: optuna.Trial) -> float:
+        # First of all, who runs this trial: if this process dies, the next run can tell.
+        trial.set_user_attr(WORKER_ATTR, self.worker)
         params, run_config = decided_params(trial, self.config)
-        if self.device is not None:
-            run_config.train.device = self.device
         run = None
         if self.tracker is not None:
             run = self.tracker.start_trial(self.config.study.name, trial.number)

@@ -36,15 +36,30 @@ def log_parent_summary(tracker, study: optuna.Study, config, result) -> None:
                                                 "sampler": config.study.sampler,
                                                 "pruner": config.study.pruner}, tags=tags)
     folder = Path(tempfile.mkdtemp(prefix="trickopt-report-"))
-    (folder / "study.yaml").write_text(yaml.safe_dump(config.raw or {"default_study": True}))
+    (folder / "study.yaml").write_text(yaml.safe_dump(_masked(config.raw)))
     tracker.log_parent_artifact(folder / "study.yaml")
     if config.source:
-        tracker.log_parent_artifact(config.source)
+        from trickopt.urls import mask_passwords_in_text
+
+        original = Path(config.source)
+        (folder / original.name).write_text(mask_passwords_in_text(original.read_text()))
+        tracker.log_parent_artifact(folder / original.name, "source")
     (folder / "importances.json").write_text(json.dumps(result.importances, indent=2))
     tracker.log_parent_artifact(folder / "importances.json")
     for path in _plots(study, folder, result.importances):
         tracker.log_parent_artifact(path, "plots")
     # The writer thread reads these files later; the folder is left for the OS to clean.
+
+
+def _masked(raw: dict) -> dict:
+    """The study as run, with any password in a storage or tracking URL masked."""
+    from trickopt.urls import mask_password
+
+    raw = {k: dict(v) if isinstance(v, dict) else v for k, v in raw.items()}
+    for section, key in (("study", "storage"), ("tracking", "uri")):
+        if isinstance(raw.get(section), dict) and isinstance(raw[section].get(key), str):
+            raw[section][key] = mask_password(raw[section][key])
+    return raw or {"default_study": True}
 
 
 def _plots(study: optuna.Study, folder: Path, importances: dict[str, float]) -> list[Path]:

@@ -1,13 +1,16 @@
-"""Run a study end to end: storage, MLflow parent run, trials, refit, summary.
+"""Run a study end to end: checks, storage, MLflow parent run, trials, refit, summary.
 
-Linear on purpose (setup, run, clean up), like torchtune's recipes. Everything the user can get
-wrong was validated before this module is reached.
+Linear on purpose (setup, run, clean up), like torchtune's recipes. Everything a user can get
+wrong in a file was validated before this module is reached; what can only be checked by
+trying (the data file, the storage, the tracking server) is checked here before anything is
+created.
 """
 
 from __future__ import annotations
 
-import math
+import hashlib
 import sys
+import time
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, TextIO
@@ -21,10 +24,16 @@ from trickopt.models import build_model
 from trickopt.study.config import StudyConfig, create_pruner, create_sampler
 from trickopt.study.objective import Objective, decided_params, flatten_config
 from trickopt.study.progress import Progress
+from trickopt.study.recovery import close_orphan_runs, fail_dead_trials
 from trickopt.study.storage import describe_storage, open_storage
 from trickopt.train import evaluate, fit, refit
 
 PARENT_ATTR = "mlflow_parent_run_id"
+PARENT_WAIT_SECONDS = 60  # how long a worker waits for another to create the parent run
+
+
+class TrackingError(RuntimeError):
+    """The MLflow tracking URI cannot be used; the message names it and says why."""
 
 
 @dataclass
@@ -42,37 +51,41 @@ class StudyResult:
     importances: dict[str, float] = field(default_factory=dict)
     best_trial_test: dict[str, float] | None = None
     refit: dict[str, Any] | None = None
+    recovered_trials: list[int] = field(default_factory=list)
 
 
-def run_study(config: StudyConfig, *, device: str | None = None, progress: bool = True,
+def run_study(config: StudyConfig, *, progress: bool = True,
               out: TextIO = sys.stdout) -> StudyResult:
-    """Run (or resume) the study `config` describes and return what happened."""
+    """Run (or resume) the study `config` describes and return what happened.
+
+    Raises (before anything is created): DataError, TrackingError, StorageError.
+    """
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    s = config.study
-    study = optuna.create_study(
-        storage=open_storage(s.storage), study_name=s.name, direction=s.resolved_direction,
-        sampler=create_sampler(s.sampler, s.sampler_params, s.seed),
-        pruner=create_pruner(s.pruner, s.pruner_params, config.train.max_epochs),
-        load_if_exists=True)
-    tracker = _open_tracker(config, study)
-    result = StudyResult(study, describe_storage(s.storage),
+    data = load_data(config.data)
+    if config.tracking.enabled:
+        check_tracking_uri(tracking_uri(config))
+    study, storage = open_study(config)
+    tracker = open_tracker(config, study, storage) if config.tracking.enabled else None
+    result = StudyResult(study, describe_storage(config.study.storage),
                          tracker.display_uri if tracker else None,
                          tracker.parent_run_id if tracker else None)
-    print(f"study {s.name!r}: {len(study.trials)} trials so far in {result.storage}", file=out)
-    data = load_data(config.data)
-    objective = Objective(config, data, tracker, device=device)
-    bar = Progress(s.n_trials, study, enabled=progress)
+    result.recovered_trials = _recover(study, storage, tracker)
+    print(f"study {config.study.name!r}: {len(study.trials)} trials so far in "
+          f"{result.storage}" + (f"; retrying trials {result.recovered_trials} of a dead worker"
+                                 if result.recovered_trials else ""), file=out, flush=True)
     try:
-        study.optimize(objective, n_trials=s.n_trials, timeout=s.timeout, catch=(Exception,),
-                       callbacks=[bar])
+        if config.study.workers == 1:
+            optimize_here(config, study, tracker, config.study.n_trials, progress=progress,
+                          data=data)
+        else:
+            _optimize_in_workers(config, study, progress)
     except KeyboardInterrupt:
         result.interrupted = True
-    finally:
-        bar.close()
+    result.recovered_trials += _recover(study, storage, tracker)
     _count(study, config, result)
     result.importances = _importances(study)
     if not result.interrupted and result.states.get("COMPLETE"):
-        _refit(config, study, data, tracker, result, device)
+        _refit(config, study, data, tracker, result)
     if tracker is not None:
         from trickopt.study.report import log_parent_summary
 
@@ -81,23 +94,127 @@ def run_study(config: StudyConfig, *, device: str | None = None, progress: bool 
     return result
 
 
-def _open_tracker(config: StudyConfig, study: optuna.Study):
-    if not config.tracking.enabled:
-        return None
-    from trickopt.tracking import StudyTracker, default_tracking_uri
+def open_study(config: StudyConfig):
+    s = config.study
+    storage = open_storage(s.storage, heartbeat_interval=s.heartbeat_interval,
+                           grace_period=s.grace_period)
+    study = optuna.create_study(
+        storage=storage, study_name=s.name, direction=s.resolved_direction,
+        sampler=create_sampler(s.sampler, s.sampler_params, s.seed),
+        pruner=create_pruner(s.pruner, s.pruner_params, config.train.max_epochs),
+        load_if_exists=True)
+    return study, storage
 
-    tracker = StudyTracker(config.tracking.uri or default_tracking_uri(),
-                           config.tracking.experiment or config.study.name)
-    parent = tracker.open_parent(config.study.name, study.user_attrs.get(PARENT_ATTR))
-    if study.user_attrs.get(PARENT_ATTR) != parent:
-        study.set_user_attr(PARENT_ATTR, parent)
+
+def optimize_here(config: StudyConfig, study: optuna.Study, tracker, n_trials: int, *,
+                  progress: bool, data=None) -> None:
+    """Run `n_trials` trials in this process (one worker)."""
+    data = data if data is not None else load_data(config.data)
+    bar = Progress(n_trials, study, enabled=progress)
+    try:
+        study.optimize(Objective(config, data, tracker), n_trials=n_trials,
+                       timeout=config.study.timeout, catch=(Exception,), callbacks=[bar])
+    finally:
+        bar.close()
+
+
+def _optimize_in_workers(config: StudyConfig, study: optuna.Study, progress: bool) -> None:
+    from trickopt.study.workers import run_workers
+
+    done = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+    start = len(study.get_trials(deepcopy=False, states=done))
+    bar = Progress(config.study.n_trials, study, enabled=progress)
+
+    def tick() -> None:
+        finished = len(study.get_trials(deepcopy=False, states=done)) - start
+        if finished > bar.bar.n:
+            bar.bar.update(finished - bar.bar.n)
+
+    try:
+        run_workers(config, config.study.n_trials, on_tick=tick)
+    finally:
+        tick()
+        bar.close()
+
+
+def tracking_uri(config: StudyConfig) -> str:
+    from trickopt.tracking import default_tracking_uri
+
+    return config.tracking.uri or default_tracking_uri()
+
+
+def check_tracking_uri(uri: str) -> None:
+    """Fail fast, before anything is created, on a tracking server that does not answer."""
+    from pathlib import Path
+    from urllib.error import URLError
+    from urllib.request import urlopen
+
+    from trickopt.urls import mask_password
+
+    if uri.startswith(("http://", "https://")):
+        try:
+            with urlopen(f"{uri.rstrip('/')}/health", timeout=10) as response:
+                if response.status == 200:
+                    return
+                reason = f"HTTP {response.status}"
+        except (URLError, OSError, ValueError) as exc:
+            reason = str(getattr(exc, "reason", exc))
+        raise TrackingError(f"tracking.uri: cannot reach the MLflow server at "
+                            f"{mask_password(uri)} ({reason})")
+    if uri.startswith("sqlite:///"):
+        folder = Path(uri[len("sqlite:///"):]).parent
+        if not folder.is_dir():
+            raise TrackingError(f"tracking.uri: the folder {folder} of {uri} does not exist")
+
+
+def open_tracker(config: StudyConfig, study: optuna.Study, storage):
+    """The MLflow side of the study, with its parent run created exactly once.
+
+    Workers may start at the same moment, on several machines. The one that creates a marker
+    study in the Optuna storage (an atomic insert: the name is unique) creates the parent run
+    and publishes its id as a study attribute; the others wait for it.
+    """
+    from trickopt.tracking import StudyTracker
+
+    uri = tracking_uri(config)
+    experiment = config.tracking.experiment or config.study.name
+    tracker = StudyTracker(uri, experiment)
+    key = hashlib.sha1(f"{uri}|{experiment}".encode()).hexdigest()[:12]
+    attr = f"{PARENT_ATTR}:{key}"
+    known = study.user_attrs.get(attr)
+    if known is None and _claim(storage, f"{config.study.name}.mlflow-parent.{key}"):
+        known = tracker.open_parent(config.study.name, None)
+        study.set_user_attr(attr, known)
+    deadline = time.monotonic() + PARENT_WAIT_SECONDS
+    while known is None and time.monotonic() < deadline:
+        time.sleep(0.5)
+        known = study.user_attrs.get(attr)
+    # `known` is None only when the claimer died before publishing: fall back to the MLflow tag.
+    parent = tracker.open_parent(config.study.name, known)
+    if parent != known:
+        study.set_user_attr(attr, parent)
+    study.set_user_attr(PARENT_ATTR, parent)
     return tracker
 
 
+def _claim(storage, marker: str) -> bool:
+    try:
+        optuna.create_study(storage=storage, study_name=marker)
+    except optuna.exceptions.DuplicatedStudyError:
+        return False
+    return True
+
+
+def _recover(study: optuna.Study, storage, tracker) -> list[int]:
+    failed = fail_dead_trials(study, storage)
+    if tracker is not None:
+        close_orphan_runs(study, storage, tracker)
+    return failed
+
+
 def _count(study: optuna.Study, config: StudyConfig, result: StudyResult) -> None:
-    trials = study.get_trials(deepcopy=False)
     max_epochs = config.train.max_epochs
-    for trial in trials:
+    for trial in study.get_trials(deepcopy=False):
         result.states[trial.state.name] = result.states.get(trial.state.name, 0) + 1
         trained = trial.user_attrs.get("epochs_trained")
         if trained is None or trial.state not in (TrialState.COMPLETE, TrialState.PRUNED):
@@ -122,13 +239,11 @@ def _importances(study: optuna.Study) -> dict[str, float]:
         return {}
 
 
-def _refit(config: StudyConfig, study: optuna.Study, data, tracker, result: StudyResult,
-           device: str | None) -> None:
+def _refit(config: StudyConfig, study: optuna.Study, data, tracker,
+           result: StudyResult) -> None:
     """Score the best trial's model on test, then the seed's merge-the-splits refit."""
     best = study.best_trial
     params, run_config = decided_params(optuna.trial.FixedTrial(best.params), config)
-    if device is not None:
-        run_config.train.device = device
     # Trials are deterministic for a seed on the CPU, so replaying the best trial rebuilds
     # its model exactly (the trial itself kept no weights: thousands of trials, no disk).
     torch.manual_seed(run_config.train.seed)
@@ -145,10 +260,14 @@ def _refit(config: StudyConfig, study: optuna.Study, data, tracker, result: Stud
                     include_test=config.refit == "train_val_test")
     result.refit = {"mode": config.refit, "epochs": epochs, "trial": best.number,
                     "test_loss": outcome.test_loss, "test_accuracy": outcome.test_accuracy}
-    if tracker is None:
-        return
+    if tracker is not None:
+        _log_refit(tracker, config, best.number, params, run_config, outcome, result)
+
+
+def _log_refit(tracker, config, trial_number, params, run_config, outcome, result) -> None:
     run = tracker.start_child("refit", {"trickopt.refit": config.refit,
-                                        "optuna.trial_number": str(best.number)})
+                                        "optuna.trial_number": str(trial_number)})
+    epochs = result.refit["epochs"]
     run.log_params({**params, **flatten_config(run_config), "refit.epochs": epochs,
                     "refit.mode": config.refit})
     for row in outcome.history.epochs:
@@ -160,7 +279,3 @@ def _refit(config: StudyConfig, study: optuna.Study, data, tracker, result: Stud
     note = ("trained on train+val+test: a production model with no held-out score"
             if config.refit == "train_val_test" else "trained on train+val, scored on test")
     run.end("COMPLETE", metrics=final, tags={"trickopt.note": note})
-
-
-def finite_or_none(value: Any) -> float | None:
-    return value if isinstance(value, (int, float)) and math.isfinite(value) else None

@@ -124,8 +124,10 @@ class LRSchedule:
         0.05
     """
 
-    def __init__(self, scheduler: lr_scheduler.LRScheduler, *, per_batch: bool) -> None:
-        self.scheduler = scheduler
+    def __init__(self, scheduler: lr_scheduler.LRScheduler | None, *, per_batch: bool,
+                 optimizer: Optimizer | None = None) -> None:
+        self.scheduler = scheduler  # None for `constant`: nothing to step
+        self.optimizer = optimizer if optimizer is not None else scheduler.optimizer
         self.per_batch = per_batch
         self._takes_value = isinstance(scheduler, lr_scheduler.ReduceLROnPlateau)
 
@@ -136,7 +138,7 @@ class LRSchedule:
 
     def after_epoch(self, value: float | None = None) -> None:
         """Advance a per-epoch schedule; ``plateau`` needs ``value`` (the monitored metric)."""
-        if self.per_batch:
+        if self.per_batch or self.scheduler is None:
             return
         if not self._takes_value:
             self.scheduler.step()
@@ -147,17 +149,19 @@ class LRSchedule:
 
     def current_lr(self) -> float:
         """Return the learning rate of the first param group (all groups share it)."""
-        return float(self.scheduler.optimizer.param_groups[0]["lr"])
+        return float(self.optimizer.param_groups[0]["lr"])
 
     def state_dict(self) -> dict:
-        return self.scheduler.state_dict()
+        return self.scheduler.state_dict() if self.scheduler is not None else {}
 
     def load_state_dict(self, state: dict) -> None:
-        self.scheduler.load_state_dict(state)
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(state)
 
     def __repr__(self) -> str:
         unit = "batch" if self.per_batch else "epoch"
-        return f"LRSchedule({type(self.scheduler).__name__}, per_{unit})"
+        name = type(self.scheduler).__name__ if self.scheduler is not None else "constant"
+        return f"LRSchedule({name}, per_{unit})"
 
 
 def create_scheduler(
@@ -187,6 +191,9 @@ def create_scheduler(
     if key not in SCHEDULE_PARAMS:
         raise ValueError(f"unknown schedule {name!r}; allowed: {SCHEDULES}")
     _validate(key, epochs, steps_per_epoch, params)
+    if key == "constant":
+        # No torch scheduler at all: attaching one wraps optimizer.step, a few us per step.
+        return LRSchedule(None, per_batch=False, optimizer=optimizer)
     scheduler = _BUILDERS[key](optimizer, epochs, steps_per_epoch, params)
     return LRSchedule(scheduler, per_batch=key in _PER_BATCH)
 
@@ -258,17 +265,12 @@ def _onecycle(optimizer: Optimizer, epochs: int, steps: int, p: dict) -> lr_sche
     )
 
 
-def _constant_factor(epoch: int) -> float:
-    return 1.0
-
-
 def _default_milestones(epochs: int) -> list[int]:
     return sorted({max(1, epochs // 2), max(1, 3 * epochs // 4)})
 
 
 _Builder = Callable[[Optimizer, int, int, dict], lr_scheduler.LRScheduler]
 _BUILDERS: dict[str, _Builder] = {
-    "constant": lambda opt, epochs, steps, p: lr_scheduler.LambdaLR(opt, _constant_factor),
     "step": lambda opt, epochs, steps, p: lr_scheduler.StepLR(
         opt, step_size=p.get("step_size", max(1, epochs // 3)), gamma=p.get("gamma", 0.1)
     ),

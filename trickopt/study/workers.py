@@ -1,0 +1,98 @@
+"""`--workers K`: K processes on one study, on this machine, sharing its cores and GPUs.
+
+Processes, not Optuna's `n_jobs` threads: torch holds the GIL in Python-side code and the
+Optuna docs themselves recommend process-based parallelism. Each worker opens the storage and
+joins the study by name, exactly as a worker on another machine does; Optuna's storage hands
+out the trials. The coordinating process has already created the study and the MLflow parent
+run, so the workers only train.
+"""
+
+from __future__ import annotations
+
+import copy
+import multiprocessing
+import os
+import time
+
+import optuna
+
+
+def cores_available() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def threads_per_worker(workers: int) -> int:
+    """Torch threads per worker: the cores split evenly. Measured here, two training processes
+    with 2 threads each on 2 cores ran 2.2x slower per epoch than with 1 thread each."""
+    return max(1, cores_available() // workers)
+
+
+def split_trials(n_trials: int, workers: int) -> list[int]:
+    """n_trials spread over the workers so that together they run exactly n_trials."""
+    return [n_trials // workers + (1 if i < n_trials % workers else 0) for i in range(workers)]
+
+
+def gpu_for_worker(index: int) -> str | None:
+    """With several GPUs, worker i gets GPU i mod n alone; with one or none, no pinning."""
+    import torch
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    return str(index % count) if count > 1 else None
+
+
+def run_workers(config, n_trials: int, *, on_tick=None) -> list[int]:
+    """Start the workers, wait for them, return their exit codes. `on_tick()` runs each second
+    while they work (the progress bar)."""
+    context = multiprocessing.get_context("spawn")  # fork + torch threads can deadlock
+    shares = [n for n in split_trials(n_trials, config.study.workers) if n > 0]
+    processes = []
+    for index, share in enumerate(shares):
+        process = context.Process(target=worker_main, name=f"trickopt-worker-{index}",
+                                  args=(_for_worker(config, index), share,
+                                        gpu_for_worker(index), threads_per_worker(len(shares))))
+        process.start()
+        processes.append(process)
+    try:
+        while any(p.is_alive() for p in processes):
+            time.sleep(1.0)
+            if on_tick is not None:
+                on_tick()
+    except KeyboardInterrupt:
+        for process in processes:  # each worker gets its own Ctrl-C; give it time to clean up
+            process.join(timeout=30)
+        raise
+    return [p.exitcode for p in processes]
+
+
+def _for_worker(config, index: int):
+    """Each worker's sampler gets its own seed: with one seed, K workers would propose the
+    same K parameter sets during the sampler's random start-up."""
+    config = copy.deepcopy(config)
+    if config.study.seed is not None:
+        config.study.seed += 1000 * (index + 1)
+    return config
+
+
+def worker_main(config, n_trials: int, gpu: str | None, threads: int) -> None:
+    """One worker process: join the study and run `n_trials` trials."""
+    if gpu is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu  # before CUDA is initialised in this process
+    import torch
+
+    from trickopt.study.runner import open_study, optimize_here, open_tracker
+
+    if config.train.threads is None:
+        torch.set_num_threads(threads)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study, storage = open_study(config)
+    tracker = open_tracker(config, study, storage) if config.tracking.enabled else None
+    try:
+        optimize_here(config, study, tracker, n_trials, progress=False)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if tracker is not None:
+            tracker.writer.drain()
