@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import queue
+import random
 import threading
 import time
 from pathlib import Path
@@ -25,7 +26,7 @@ from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from trickopt.urls import mask_password
+from trickopt.urls import mask_password, with_installed_driver
 
 log = logging.getLogger(__name__)
 
@@ -110,8 +111,9 @@ class StudyTracker:
 
     def __init__(self, uri: str, experiment: str):
         self.uri = uri
-        self.client = MlflowClient(tracking_uri=uri)
-        self.experiment_id = self._experiment_id(experiment)
+        self.client = _retry_schema_race(
+            lambda: MlflowClient(tracking_uri=with_installed_driver(uri)))
+        self.experiment_id = _retry_schema_race(lambda: self._experiment_id(experiment))
         self.writer = _Writer()
         self.parent_run_id: str | None = None
 
@@ -198,6 +200,22 @@ class StudyTracker:
     @property
     def display_uri(self) -> str:
         return mask_password(self.uri)
+
+
+def _retry_schema_race(action: Callable[[], Any], attempts: int = 5) -> Any:
+    """Run `action`, retrying while another worker is creating the same fresh database.
+
+    Workers that start together on an empty database all try to create MLflow's tables; the
+    losers fail on a duplicate key. A moment later the tables exist and the call succeeds.
+    """
+    for attempt in range(attempts):
+        try:
+            return action()
+        except Exception:  # noqa: BLE001 - the driver's error types vary; retried, then raised
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.5 + random.random() * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def _param_text(value: Any) -> str:

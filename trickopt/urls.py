@@ -37,3 +37,17 @@ def mask_passwords_in_text(text: str) -> str:
         'storage: postgresql://u:***@db/optuna'
     """
     return _CREDENTIALS.sub(r"\1***@", text)
+
+
+def with_installed_driver(url: str) -> str:
+    """`postgresql://` means psycopg2 to SQLAlchemy; the `postgres` extra installs psycopg 3.
+    Name that driver when psycopg2 is absent, so the URL a user types just works."""
+    if not url.startswith(("postgresql://", "postgres://")):
+        return url
+    import importlib.util
+
+    if importlib.util.find_spec("psycopg2") is not None:
+        return url
+    if importlib.util.find_spec("psycopg") is None:
+        return url  # SQLAlchemy will say which driver to install
+    return "postgresql+psycopg://" + url.split("://", 1)[1]

@@ -66,11 +66,11 @@ def fail_dead_trials(study: optuna.Study, storage, *, max_retry: int = MAX_RETRY
     `storage` is the study's storage; trials are addressed by their storage id
     (`FrozenTrial._trial_id`, as Optuna's own fail_stale_trials does).
     """
-    retry = RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
     failed = []
     with warnings.catch_warnings():
         # Optuna marks the callback experimental; it is the documented way to retry a trial.
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        retry = RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
         for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             if _fail_if_dead(trial, storage, study, retry):
                 failed.append(trial.number)

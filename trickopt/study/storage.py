@@ -10,12 +10,16 @@ heartbeat so that a dead worker's trial is failed and retried.
 
 from __future__ import annotations
 
+import random
+import time
+import warnings
 from pathlib import Path
 
-from trickopt.urls import mask_password
+from trickopt.urls import mask_password, with_installed_driver
 
 DEFAULT_JOURNAL = "trickopt.journal"
 JOURNAL_PREFIX = "journal:"
+SCHEMA_ATTEMPTS = 5
 
 
 class StorageError(RuntimeError):
@@ -62,19 +66,42 @@ def open_storage(url: str | None, *, heartbeat_interval: int | None = None,
         if not path.parent.is_dir():
             raise StorageError(f"study.storage: the folder of {path} does not exist")
         return JournalStorage(JournalFileBackend(str(path)))
-    heartbeat = {}
-    if heartbeat_interval:
-        from trickopt.study.recovery import MAX_RETRY
+    for attempt in range(SCHEMA_ATTEMPTS):
+        try:
+            return _rdb_storage(url, heartbeat_interval, grace_period)
+        except Exception as exc:  # noqa: BLE001 - any driver error means "cannot use this URL"
+            if _is_schema_race(exc) and attempt < SCHEMA_ATTEMPTS - 1:
+                time.sleep(0.5 + random.random() * (attempt + 1))
+                continue
+            reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+            raise StorageError(f"study.storage: cannot open {mask_password(url)}: "
+                               f"{mask_password(reason)}") from None
+    raise AssertionError("unreachable")
 
-        retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)
-        heartbeat = dict(heartbeat_interval=heartbeat_interval, grace_period=grace_period,
-                         heartbeat_stale_trial_callback=retry)
-    try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(url), **heartbeat)
-    except Exception as exc:  # noqa: BLE001 - any driver error means "cannot use this URL"
-        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-        raise StorageError(f"study.storage: cannot open {mask_password(url)}: "
-                           f"{mask_password(reason)}") from None
+
+def _rdb_storage(url: str, heartbeat_interval: int | None, grace_period: int | None):
+    import optuna
+
+    from trickopt.study.recovery import MAX_RETRY
+
+    heartbeat = {}
+    # Heartbeat and the retry callback are marked experimental; they are Optuna's documented
+    # way to recover a dead worker's trial, chosen knowingly, so their warnings are noise.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        if heartbeat_interval:
+            retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)
+            heartbeat = dict(heartbeat_interval=heartbeat_interval, grace_period=grace_period,
+                             heartbeat_stale_trial_callback=retry)
+        return optuna.storages.RDBStorage(with_installed_driver(url),
+                                          engine_kwargs=_engine_kwargs(url), **heartbeat)
+
+
+def _is_schema_race(exc: Exception) -> bool:
+    """Workers starting together on an empty database race to create Optuna's tables; the
+    losers see a duplicate key, and a moment later the tables exist."""
+    text = str(exc).lower()
+    return "already exists" in text or "duplicate key" in text or "unique constraint" in text
 
 
 def _engine_kwargs(url: str) -> dict:

@@ -1,0 +1,125 @@
+"""Many workers on PostgreSQL (Optuna's RDB storage), and a worker killed mid-trial.
+
+MLflow tracking goes to a second PostgreSQL database here, as it would behind a tracking
+server shared by several machines.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+from optuna.trial import TrialState
+from recovery_helpers import SLOW, check_recovered, snapshot_complete
+
+from trickopt.study.storage import open_storage
+from trickopt.tracking import PARENT_TAG
+from trickopt.urls import with_installed_driver
+
+pytestmark = pytest.mark.postgres
+
+FAST = ["--no-progress", "--set", "model.arch=mlp", "--set", "model.width=32",
+        "--set", "train.max_epochs=6"]
+
+
+def _study(cmd_args, cwd, **kwargs):
+    return subprocess.run([sys.executable, "-m", "trickopt.study", *cmd_args], cwd=cwd,
+                          capture_output=True, text=True, timeout=600, **kwargs)
+
+
+def test_three_workers_share_one_study(postgres, tmp_path):
+    storage, tracking = postgres.new_database(), postgres.new_database()
+    result = _study(["--workers", "3", "--n-trials", "12", "--study-name", "shared",
+                     "--storage", storage, "--tracking-uri", tracking, *FAST], tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "s3cret-pw" not in result.stdout + result.stderr  # the password is masked
+    study = optuna.load_study(study_name="shared", storage=open_storage(storage))
+    trials = study.get_trials(deepcopy=False)
+    assert len(trials) == 12 and len({t.number for t in trials}) == 12
+    assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
+    workers = {t.user_attrs["worker"].split(":")[1] for t in trials}
+    assert len(workers) == 3  # three processes really shared the work
+    client = MlflowClient(with_installed_driver(tracking))
+    runs = client.search_runs([client.get_experiment_by_name("shared").experiment_id])
+    parents = [r for r in runs if r.data.tags.get(PARENT_TAG) == "true"]
+    children = [r for r in runs if r.info.run_name.startswith("trial-")]
+    assert len(parents) == 1 and len(children) == 12
+    assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parents[0].info.run_id}
+    assert "s3cret-pw" not in str(parents[0].data.tags) + str(parents[0].data.params)
+
+
+def test_parent_run_is_created_once_when_workers_start_together(postgres, tmp_path):
+    storage, tracking = postgres.new_database(), postgres.new_database()
+    args = ["--n-trials", "2", "--study-name", "race", "--storage", storage,
+            "--tracking-uri", tracking, "--set", "refit=none", *FAST]
+    processes = [subprocess.Popen([sys.executable, "-m", "trickopt.study", *args], cwd=tmp_path,
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                 for _ in range(3)]
+    for process in processes:
+        assert process.wait(timeout=600) == 0, process.stdout.read().decode()
+    client = MlflowClient(with_installed_driver(tracking))
+    runs = client.search_runs([client.get_experiment_by_name("race").experiment_id])
+    parents = [r for r in runs if r.data.tags.get(PARENT_TAG) == "true"]
+    assert len(parents) == 1
+    assert sum(r.info.run_name.startswith("trial-") for r in runs) == 6
+
+
+def test_killed_worker_trial_is_failed_and_retried(postgres, tmp_path):
+    storage, tracking = postgres.new_database(), postgres.new_database()
+    args = ["--study-name", "crash", "--storage", storage, "--tracking-uri", tracking,
+            "--set", "study.heartbeat_interval=1", "--set", "study.grace_period=3", *SLOW]
+    process = subprocess.Popen([sys.executable, "-m", "trickopt.study", "--workers", "2",
+                                "--n-trials", "6", *args], cwd=tmp_path,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+    def load():
+        return optuna.load_study(study_name="crash", storage=open_storage(storage))
+
+    killed = _kill_one_worker_mid_trial(load)
+    assert process.wait(timeout=600) == 0, process.stdout.read().decode()
+    complete_before = snapshot_complete(load())
+    rerun = _study(["--n-trials", "1", *args], tmp_path)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    client = MlflowClient(with_installed_driver(tracking))
+    check_recovered(load(), killed, complete_before, client, "crash")
+
+
+def _kill_one_worker_mid_trial(load, timeout: float = 300) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            trials = load().get_trials(deepcopy=False)
+        except KeyError:
+            time.sleep(0.3)
+            continue
+        running = [t for t in trials if t.state == TrialState.RUNNING
+                   and len(t.intermediate_values) >= 2 and "worker" in t.user_attrs]
+        if running and any(t.state == TrialState.COMPLETE for t in trials):
+            pid = int(running[0].user_attrs["worker"].split(":")[1])
+            os.kill(pid, signal.SIGKILL)
+            return running[0].number
+        time.sleep(0.2)
+    raise AssertionError("no trial was caught running")
+
+
+BAD_STORAGE = {
+    "unreachable": "postgresql://trickopt:s3cret-pw@127.0.0.1:1/optuna",
+    "wrong password": None,  # filled in from the live server below
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_STORAGE))
+def test_bad_storage_is_refused_before_anything_is_created(postgres, tmp_path, case):
+    url = BAD_STORAGE[case] or postgres.new_database().replace("s3cret-pw", "wrong-pw")
+    result = _study(["--storage", url, *FAST], tmp_path)
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: study.storage: cannot open")
+    assert "pw@" not in result.stderr and "***" in result.stderr
+    assert list(tmp_path.iterdir()) == []
