@@ -60,3 +60,15 @@ def test_journal_in_a_missing_folder(tmp_path):
 def test_bad_budget_flags(tmp_path, flag, value):
     field = "study.n_trials" if flag == "--n-trials" else "study.timeout"
     _refused(_cli(tmp_path, flag, value), field, tmp_path)
+
+
+def test_resuming_with_another_metric_is_refused(tmp_path):
+    first = _cli(tmp_path, "--n-trials", "1", "--set", "model.arch=mlp",
+                 "--set", "train.max_epochs=2", "--set", "refit=none",
+                 "--set", "tracking.enabled=false")
+    assert first.returncode == 0, first.stderr
+    before = {p.name: p.stat().st_size for p in tmp_path.iterdir()}
+    result = _cli(tmp_path, "--n-trials", "1", "--set", "study.metric=val_accuracy",
+                  "--set", "tracking.enabled=false")
+    assert result.returncode == 2 and "already optimizes val_loss" in result.stderr
+    assert {p.name: p.stat().st_size for p in tmp_path.iterdir()} == before

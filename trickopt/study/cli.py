@@ -71,12 +71,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from trickopt.data import DataError
     from trickopt.study.report import format_summary
-    from trickopt.study.runner import TrackingError, run_study
+    from trickopt.study.runner import StudyMismatchError, TrackingError, run_study
     from trickopt.study.storage import StorageError
 
     try:
         result = run_study(config, progress=not args.no_progress)
-    except (DataError, TrackingError, StorageError) as exc:
+    except (DataError, TrackingError, StorageError, StudyMismatchError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(format_summary(result, config))

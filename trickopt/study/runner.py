@@ -29,7 +29,12 @@ from trickopt.study.storage import describe_storage, open_storage
 from trickopt.train import evaluate, fit, refit
 
 PARENT_ATTR = "mlflow_parent_run_id"
+METRIC_ATTR = "metric"
 PARENT_WAIT_SECONDS = 60  # how long a worker waits for another to create the parent run
+
+
+class StudyMismatchError(RuntimeError):
+    """The named study exists with another metric; the message says which."""
 
 
 class TrackingError(RuntimeError):
@@ -98,11 +103,29 @@ def open_study(config: StudyConfig):
     s = config.study
     storage = open_storage(s.storage, heartbeat_interval=s.heartbeat_interval,
                            grace_period=s.grace_period)
-    study = optuna.create_study(
-        storage=storage, study_name=s.name, direction=s.resolved_direction,
-        sampler=create_sampler(s.sampler, s.sampler_params, s.seed),
-        pruner=create_pruner(s.pruner, s.pruner_params, config.train.max_epochs),
-        load_if_exists=True)
+    sampler = create_sampler(s.sampler, s.sampler_params, s.seed)
+    pruner = create_pruner(s.pruner, s.pruner_params, config.train.max_epochs)
+    try:
+        storage.get_study_id_from_name(s.name)
+        exists = True
+    except KeyError:
+        exists = False
+    if exists:  # looked up first: a journal logs even a create that finds the study there
+        study = optuna.load_study(study_name=s.name, storage=storage, sampler=sampler,
+                                  pruner=pruner)
+    else:
+        study = optuna.create_study(storage=storage, study_name=s.name,
+                                    direction=s.resolved_direction, sampler=sampler,
+                                    pruner=pruner, load_if_exists=True)
+    # Optuna loads an existing study whatever direction was asked for: mixing val_loss and
+    # val_accuracy values in one study would corrupt it, so a resumed study must agree.
+    metric = study.user_attrs.get(METRIC_ATTR)
+    if metric is None:
+        study.set_user_attr(METRIC_ATTR, s.metric)
+    elif metric != s.metric:
+        raise StudyMismatchError(
+            f"study.metric: the study {s.name!r} in {describe_storage(s.storage)} already "
+            f"optimizes {metric}; got {s.metric!r} (use that metric, or another --study-name)")
     return study, storage
 
 
