@@ -45,8 +45,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def _overrides(args: argparse.Namespace) -> list[str]:
     flags = {"study.n_trials": args.n_trials, "study.timeout": args.timeout,
              "study.name": args.study_name, "study.storage": args.storage,
-             "tracking.uri": args.tracking_uri, "study.seed": args.seed, "study.workers": args.workers,
-             "train.device": args.device}
+             "tracking.uri": args.tracking_uri, "study.seed": args.seed,
+             "study.workers": args.workers, "train.device": args.device}
     # A flag is passed as a YAML-quoted string where it is text, so `--study-name 123` stays
     # a name and a URL with ':' is not read as a mapping.
     text = {"study.name", "study.storage", "tracking.uri", "train.device"}

@@ -14,8 +14,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from trickopt.config import (RUN_SECTIONS, ConfigError, DataConfig, ModelConfig, TrainConfig,
-                             apply_overrides, check_choice, check_min, parse_section, read_yaml)
+from trickopt.config import (
+    RUN_SECTIONS,
+    ConfigError,
+    DataConfig,
+    ModelConfig,
+    TrainConfig,
+    apply_overrides,
+    check_choice,
+    check_min,
+    parse_section,
+    read_yaml,
+)
 from trickopt.study.space import ALL_TRICKS, parse_search
 
 SAMPLERS = ("tpe", "random", "qmc", "gp")

@@ -16,8 +16,8 @@ and the trial's MLflow run is closed as FAILED):
 from __future__ import annotations
 
 import os
-import warnings
 import socket
+import warnings
 from pathlib import Path
 
 import optuna

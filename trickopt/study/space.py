@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from trickopt.tricks.early_stopping import STOPPERS
 from trickopt.tricks.norm import NORM_KINDS, NORM_POSITIONS

@@ -58,7 +58,6 @@ def open_storage(url: str | None, *, heartbeat_interval: int | None = None,
         StorageError: the database cannot be reached, refuses the credentials, or the journal's
             folder does not exist.
     """
-    import optuna
     from optuna.storages.journal import JournalFileBackend, JournalStorage
 
     path = journal_path(url)

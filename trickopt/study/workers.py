@@ -82,7 +82,7 @@ def worker_main(config, n_trials: int, gpu: str | None, threads: int) -> None:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu  # before CUDA is initialised in this process
     import torch
 
-    from trickopt.study.runner import open_study, optimize_here, open_tracker
+    from trickopt.study.runner import open_study, open_tracker, optimize_here
 
     if config.train.threads is None:
         torch.set_num_threads(threads)

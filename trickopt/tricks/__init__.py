@@ -9,15 +9,38 @@ Input scaling (`scale_splits`) wraps scikit-learn's scalers; everything else nee
 """
 
 from trickopt.tricks.dropout import DROPOUT_KINDS, check_probability, create_dropout
-from trickopt.tricks.early_stopping import (GL, PQ, STOPPER_PARAMS, STOPPERS, UP, EarlyStopping,
-                                            NoStopping, Stopper, create_stopper)
-from trickopt.tricks.norm import (NORM_KINDS, NORM_POSITIONS, BatchRenorm1d, BatchRenorm2d,
-                                  apply_weight_norm, batch_renorm, create_norm,
-                                  normalize_norm_kind)
+from trickopt.tricks.early_stopping import (
+                                            GL,
+                                            PQ,
+                                            STOPPER_PARAMS,
+                                            STOPPERS,
+                                            UP,
+                                            EarlyStopping,
+                                            NoStopping,
+                                            Stopper,
+                                            create_stopper,
+)
+from trickopt.tricks.norm import (
+                                            NORM_KINDS,
+                                            NORM_POSITIONS,
+                                            BatchRenorm1d,
+                                            BatchRenorm2d,
+                                            apply_weight_norm,
+                                            batch_renorm,
+                                            create_norm,
+                                            normalize_norm_kind,
+)
 from trickopt.tricks.optim import OPTIMIZERS, create_optimizer
-from trickopt.tricks.regularization import (L1_MODES, L2_MODES, Regularization, l1_penalty,
-                                            l2_penalty, soft_threshold_, split_parameters,
-                                            weight_sparsity)
+from trickopt.tricks.regularization import (
+                                            L1_MODES,
+                                            L2_MODES,
+                                            Regularization,
+                                            l1_penalty,
+                                            l2_penalty,
+                                            soft_threshold_,
+                                            split_parameters,
+                                            weight_sparsity,
+)
 from trickopt.tricks.scaling import SCALINGS, create_scaler, scale_splits
 from trickopt.tricks.schedules import SCHEDULE_PARAMS, SCHEDULES, LRSchedule, create_scheduler
 
