@@ -73,7 +73,7 @@ def test_parent_run_is_created_once_when_workers_start_together(postgres, tmp_pa
 def test_killed_worker_trial_is_failed_and_retried(postgres, tmp_path):
     storage, tracking = postgres.new_database(), postgres.new_database()
     args = ["--study-name", "crash", "--storage", storage, "--tracking-uri", tracking,
-            "--set", "study.heartbeat_interval=1", "--set", "study.grace_period=3", *SLOW]
+            "--set", "study.heartbeat_interval=1", "--set", "study.grace_period=10", *SLOW]
     process = subprocess.Popen([sys.executable, "-m", "trickopt.study", "--workers", "2",
                                 "--n-trials", "6", *args], cwd=tmp_path,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
