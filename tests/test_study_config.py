@@ -132,3 +132,17 @@ def test_cli_flags_are_validated(tmp_path):
     result = _cli(tmp_path, "--n-trials", "0")
     assert result.returncode == 2 and "study.n_trials" in result.stderr
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("preset", sorted((ROOT / "configs").glob("*/*.yaml")),
+                         ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_every_preset_extends_a_valid_study(tmp_path, preset):
+    (tmp_path / "study.yaml").write_text(f"extends: [{preset}]\n")
+    load_study_config(tmp_path / "study.yaml")
+
+
+def test_run_config_example_is_valid():
+    from trickopt.config import load_run_config
+
+    config = load_run_config(ROOT / "configs" / "run.yaml")
+    assert config.train.stopper == "gl" and config.model.norm == "batch"
