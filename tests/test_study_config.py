@@ -146,3 +146,10 @@ def test_run_config_example_is_valid():
 
     config = load_run_config(ROOT / "configs" / "run.yaml")
     assert config.train.stopper == "gl" and config.model.norm == "batch"
+
+
+def test_overriding_one_knob_keeps_the_rest_of_the_default_space():
+    config = load_study_config(None, ["search.norm=batch", "search.stopper=none"])
+    assert config.search["norm"] == "batch" and config.search["stopper"] == "none"
+    assert set(config.search) == set(ALL_TRICKS)
+    assert config.search["dropout"] == Range(0.0, 0.5)

@@ -140,6 +140,12 @@ def create_pruner(name: str, params: dict, max_epochs: int):
 
     pruners = optuna.pruners
     params = {**PRUNER_DEFAULTS.get(name, {}), **params}
+    with warnings.catch_warnings():  # Wilcoxon is marked experimental; chosen knowingly
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return _pruner(pruners, name, params, max_epochs)
+
+
+def _pruner(pruners, name: str, params: dict, max_epochs: int):
     if name == "none":
         return pruners.NopPruner(**params)
     if name == "hyperband":
@@ -217,8 +223,11 @@ def parse_study_config(raw: dict) -> StudyConfig:
         base = copy.deepcopy(getattr(defaults, name))
         merged = {**vars(base), **raw[name]} if isinstance(raw.get(name), dict) else raw.get(name)
         run[name] = parse_section(cls, merged, name, errors)
-    search = defaults.search if "search" not in raw else parse_search(raw["search"], "search",
-                                                                      errors)
+    # Search entries override the default (all tricks) knob by knob, like every section:
+    # `search: {norm: batch}` fixes one trick and leaves the others searched.
+    raw_search = raw.get("search", {})
+    search = parse_search({**ALL_TRICKS, **raw_search} if isinstance(raw_search, dict)
+                          else raw_search, "search", errors)
     study = parse_section(StudySection, raw.get("study"), "study", errors)
     tracking = parse_section(TrackingSection, raw.get("tracking"), "tracking", errors)
     refit = raw.get("refit", "train_val")

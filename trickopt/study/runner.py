@@ -240,13 +240,13 @@ def _count(study: optuna.Study, config: StudyConfig, result: StudyResult) -> Non
     for trial in study.get_trials(deepcopy=False):
         result.states[trial.state.name] = result.states.get(trial.state.name, 0) + 1
         trained = trial.user_attrs.get("epochs_trained")
-        if trained is None or trial.state not in (TrialState.COMPLETE, TrialState.PRUNED):
-            continue
+        if trained is None or trial.state == TrialState.RUNNING:
+            continue  # a trial that died before it could count its epochs, or a live one
         result.epochs_trained += trained
         result.epochs_budget += max_epochs
         if trial.state == TrialState.PRUNED:
             result.epochs_saved_by_pruning += max_epochs - trained
-        else:
+        elif trial.state == TrialState.COMPLETE:
             result.epochs_saved_by_stopping += max_epochs - trained
 
 
