@@ -153,3 +153,11 @@ def test_overriding_one_knob_keeps_the_rest_of_the_default_space():
     assert config.search["norm"] == "batch" and config.search["stopper"] == "none"
     assert set(config.search) == set(ALL_TRICKS)
     assert config.search["dropout"] == Range(0.0, 0.5)
+
+
+def test_no_file_gives_the_default_study():
+    parsed = parse_study_config({})
+    default = StudyConfig()
+    for section in ("data", "model", "train", "search", "study", "tracking", "refit"):
+        assert getattr(parsed, section) == getattr(default, section), section
+    assert parsed.model.arch == "cnn" and parsed.train.max_epochs == 30

@@ -220,8 +220,9 @@ def parse_study_config(raw: dict) -> StudyConfig:
     run = {}
     for name, cls in RUN_SECTIONS.items():
         # Sections start from the study's defaults (a CNN, 30 epochs), not the run's.
-        base = copy.deepcopy(getattr(defaults, name))
-        merged = {**vars(base), **raw[name]} if isinstance(raw.get(name), dict) else raw.get(name)
+        base = vars(copy.deepcopy(getattr(defaults, name)))
+        section = raw.get(name, {})
+        merged = {**base, **section} if isinstance(section, dict) else section
         run[name] = parse_section(cls, merged, name, errors)
     # Search entries override the default (all tricks) knob by knob, like every section:
     # `search: {norm: batch}` fixes one trick and leaves the others searched.
