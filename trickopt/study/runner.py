@@ -80,6 +80,10 @@ def run_study(config: StudyConfig, *, progress: bool = True,
                                  if result.recovered_trials else ""), file=out, flush=True)
     try:
         if config.study.workers == 1:
+            if config.train.threads is None:
+                from trickopt.study.workers import threads_per_worker
+
+                torch.set_num_threads(threads_per_worker(1))
             optimize_here(config, study, tracker, config.study.n_trials, progress=progress,
                           data=data)
         else:
