@@ -39,16 +39,22 @@ from __future__ import annotations
 
 import argparse
 import copy
-import statistics
 import sys
 import time
 
 import torch
 import torch.nn.functional as F
+from study_runs import (
+    REPO,
+    load_average,
+    machine_facts,
+    med,
+    median,
+    parse_summary,
+    run_command,
+    study_command,
+)
 from torch.utils.data import DataLoader, TensorDataset
-
-from study_runs import (REPO, load_average, machine_facts, med, median, parse_summary,
-                        run_command, study_command)
 
 START = time.monotonic()
 
@@ -168,9 +174,6 @@ def dataloader_loop(model, splits, train, device: torch.device, bf16: bool) -> N
 
 
 def epoch_times(args: argparse.Namespace, device: torch.device, card: str) -> None:
-    from trickopt.models import build_model
-    from trickopt.train import fit
-
     print(f"## 1. ms per epoch on {card}\n")
     print(f"Batch {args.batch_size}, Adam (create_optimizer), no tricks; {args.repeats} "
           "repetitions interleaved (rotating order) after one warm-up call per variant; "
@@ -182,49 +185,8 @@ def epoch_times(args: argparse.Namespace, device: torch.device, card: str) -> No
     for name, splits, cfg, epochs, load_s in problems(args):
         if over_budget(args, f"epoch timings of {name}"):
             break
-        torch.manual_seed(0)
-        template = build_model(cfg.model, splits.input_shape, splits.n_classes)
-
-        def run_fit(model, n, bf16):
-            history = fit(model, splits, train_config(cfg, args, n, bf16))
-            assert history.epochs_trained == n, history.stop_reason
-
-        def run_loader(model, n, bf16):
-            dataloader_loop(model.to(device), splits, train_config(cfg, args, n, bf16),
-                            device, bf16)
-
-        variants = {"fit fp32": (run_fit, False), "fit bf16": (run_fit, True),
-                    "DataLoader fp32": (run_loader, False),
-                    "DataLoader bf16": (run_loader, True)}
-        peak: dict[str, float] = {}
-
-        def timed(variant: str, n: int) -> float:
-            fn, bf16 = variants[variant]
-            model = copy.deepcopy(template)
-            if device.type == "cuda":
-                torch.cuda.reset_peak_memory_stats(device)
-            sync(device)
-            started = time.perf_counter()
-            fn(model, n, bf16)
-            sync(device)
-            seconds = time.perf_counter() - started
-            if device.type == "cuda":
-                peak[variant] = torch.cuda.max_memory_allocated(device) / 2 ** 20
-            return seconds
-
-        names = list(variants)
-        for variant in names:
-            timed(variant, 1)  # warm-up: CUDA context, kernels, allocator, DataLoader workers
-        ms: dict[str, list[float]] = {v: [] for v in names}
-        for rep in range(args.repeats):
-            shift = rep % len(names)
-            for variant in names[shift:] + names[:shift]:
-                ms[variant].append(1e3 * timed(variant, epochs) / epochs)
-        for variant in names:
-            ratios = [a / b for a, b in zip(ms[variant], ms["fit fp32"])]
-            print(f"| {card} | {name} | {variant} | {med(ms[variant], '{:.1f}')} | "
-                  f"{med(ratios, '{:.3f}')} | {peak.get(variant, float('nan')):.0f} |",
-                  flush=True)
+        ms = time_problem(args, device, card, f"{name}, data made in {load_s:.1f} s", splits,
+                          cfg, epochs)
         summary.append((name, ms))
     for name, ms in summary:
         fit_dl = [a / b for a, b in zip(ms["fit fp32"], ms["DataLoader fp32"])]
@@ -234,15 +196,66 @@ def epoch_times(args: argparse.Namespace, device: torch.device, card: str) -> No
     print()
 
 
+def time_problem(args: argparse.Namespace, device: torch.device, card: str, name: str, splits,
+                 cfg, epochs: int) -> dict[str, list[float]]:
+    """The four variants on one problem, interleaved; prints their rows, returns ms/epoch."""
+    from trickopt.models import build_model
+    from trickopt.train import fit
+
+    torch.manual_seed(0)
+    template = build_model(cfg.model, splits.input_shape, splits.n_classes)
+
+    def run_fit(model, n, bf16):
+        history = fit(model, splits, train_config(cfg, args, n, bf16))
+        assert history.epochs_trained == n, history.stop_reason
+
+    def run_loader(model, n, bf16):
+        dataloader_loop(model.to(device), splits, train_config(cfg, args, n, bf16), device,
+                        bf16)
+
+    variants = {"fit fp32": (run_fit, False), "fit bf16": (run_fit, True),
+                "DataLoader fp32": (run_loader, False), "DataLoader bf16": (run_loader, True)}
+    peak: dict[str, float] = {}
+
+    def timed(variant: str, n: int) -> float:
+        fn, bf16 = variants[variant]
+        model = copy.deepcopy(template)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        sync(device)
+        started = time.perf_counter()
+        fn(model, n, bf16)
+        sync(device)
+        seconds = time.perf_counter() - started
+        if device.type == "cuda":
+            peak[variant] = torch.cuda.max_memory_allocated(device) / 2 ** 20
+        return seconds
+
+    names = list(variants)
+    for variant in names:
+        timed(variant, 1)  # warm-up: CUDA context, kernels, allocator
+    ms: dict[str, list[float]] = {v: [] for v in names}
+    for rep in range(args.repeats):
+        shift = rep % len(names)
+        for variant in names[shift:] + names[:shift]:
+            ms[variant].append(1e3 * timed(variant, epochs) / epochs)
+    for variant in names:
+        ratios = [a / b for a, b in zip(ms[variant], ms["fit fp32"])]
+        print(f"| {card} | {name} | {variant} | {med(ms[variant], '{:.1f}')} | "
+              f"{med(ratios, '{:.3f}')} | {peak.get(variant, float('nan')):.0f} |", flush=True)
+    return ms
+
+
 # ---------------------------------------------------------------------------------------------
 # 2. trials per minute with K concurrent trials on the one GPU
 
 
 def trials_per_minute(args: argparse.Namespace, device: torch.device, card: str) -> None:
-    argv_of = lambda k: ["--workers", str(k), "--n-trials", str(args.n_trials), "--device",
-                         args.device, "--no-progress", "--set", "tracking.enabled=false",
-                         "--set", "refit=none"] + (["--set", "train.max_epochs=3"]
-                                                   if args.quick else [])
+    def argv_of(k) -> list[str]:
+        return (["--workers", str(k), "--n-trials", str(args.n_trials), "--device", args.device,
+                 "--no-progress", "--set", "tracking.enabled=false", "--set", "refit=none"]
+                + (["--set", "train.max_epochs=3"] if args.quick else []))
+
     print(f"## 2. Trials per minute, K concurrent trials on one {card}\n")
     print(f"`python -m trickopt.study {' '.join(argv_of('K'))}` (the default study: digits "
           f"CNN, all tricks; journal storage; through benchmarks/phase_clock.py), "

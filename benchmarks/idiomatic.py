@@ -40,8 +40,17 @@ import argparse
 import json
 import sys
 
-from study_runs import (HERE, load_average, machine_facts, med, median, parse_summary,
-                        run_command, study_command, wait_quiet)
+from study_runs import (
+    HERE,
+    load_average,
+    machine_facts,
+    med,
+    median,
+    parse_summary,
+    run_command,
+    study_command,
+    wait_quiet,
+)
 
 GOAL = 1.00
 OBJECTIVE = HERE / "idiomatic_objective.py"
@@ -96,6 +105,7 @@ def run_b(args: argparse.Namespace, also: list[str] = ()):
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    sides = ["a", "b"] + (["b'"] if args.also else [])
     machine_facts("trickopt vs the idiomatic Optuna objective: one study, whole command", [
         f"budget: digits, {args.n_trials} trials x <= {args.epochs} epochs, batch 128, TPE "
         "seed 0, MedianPruner(n_startup_trials=5, n_warmup_steps=0)",
@@ -104,8 +114,8 @@ def main(argv: list[str] | None = None) -> int:
         f"(b) `python -m trickopt.study benchmarks/idiomatic_budget.yaml --n-trials "
         f"{args.n_trials}` (MLflow tracking on, ./mlflow.db; journal storage; refit "
         "train_val; progress bar on), through benchmarks/phase_clock.py",
-        f"{args.repeats} repetitions, interleaved (a, b / b, a), each run in a fresh temp dir"])
-    sides = ["a", "b"] + (["b'"] if args.also else [])
+        f"{args.repeats} repetitions, interleaved ({', '.join(sides)}; the order reversed "
+        "every other repetition), each run in a fresh temp dir"])
     runs: dict[str, list] = {side: [] for side in sides}
     loads = []
     for rep in range(args.repeats):

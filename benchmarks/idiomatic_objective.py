@@ -106,7 +106,7 @@ def objective(trial):
     # Training of the model.
     for epoch in range(EPOCHS):
         model.train()
-        for batch_idx, (data, target) in enumerate(train_loader):
+        for data, target in train_loader:
             data, target = data.view(data.size(0), -1).to(DEVICE), target.to(DEVICE)
 
             optimizer.zero_grad()
@@ -119,7 +119,7 @@ def objective(trial):
         model.eval()
         correct = 0
         with torch.no_grad():
-            for batch_idx, (data, target) in enumerate(valid_loader):
+            for data, target in valid_loader:
                 data, target = data.view(data.size(0), -1).to(DEVICE), target.to(DEVICE)
                 output = model(data)
                 # Get the index of the max log-probability.

@@ -18,7 +18,7 @@ two sides train different trials: epochs trained per hour is reported beside tri
 Run:
     python benchmarks/scale.py                       # N=24, R=2, tracking to PostgreSQL
     python benchmarks/scale.py --tracking off
-    python benchmarks/scale.py --quick               # N=2, 3 epochs, R=1, for CI
+    python benchmarks/scale.py --quick               # N=2, 3 epochs, R=1, tracking off, CI
 Needs PostgreSQL's server binaries (apt-get install postgresql) and psycopg; run as root or
 as a user that may start postgres (see tests/postgres_server.py).
 """
@@ -28,8 +28,17 @@ from __future__ import annotations
 import argparse
 import sys
 
-from study_runs import (REPO, load_average, machine_facts, med, median, parse_summary,
-                        run_command, study_command, wait_quiet)
+from study_runs import (
+    REPO,
+    load_average,
+    machine_facts,
+    med,
+    median,
+    parse_summary,
+    run_command,
+    study_command,
+    wait_quiet,
+)
 
 sys.path.insert(0, str(REPO / "tests"))
 
@@ -51,8 +60,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true",
                         help="2 trials of 3 epochs, 1 repetition: checks that it runs")
     args = parser.parse_args(argv)
-    if args.quick:
-        args.n_trials, args.repeats = 2, 1
+    if args.quick:  # tracking off: MLflow's schema migrations on PostgreSQL take seconds
+        args.n_trials, args.repeats, args.tracking = 2, 1, "off"
         args.overrides = ["train.max_epochs=3", *args.overrides]
     if min(args.n_trials, args.repeats, *args.workers) < 1:
         parser.error("--n-trials, --repeats and --workers must be >= 1")
@@ -147,7 +156,7 @@ def measure(args, server, cores: int, threads_per_worker) -> int:
         print(f"| {k} | {med(opt, '{:.2f}')} | {med(whole, '{:.2f}')} | "
               f"{med(epochs, '{:.2f}')} |")
     best = {k: median([n / r.phase("optimize") * 3600 for r in runs[k]]) for k in runs}
-    print(f"\nmedian trials/hour (optimize phase): "
+    print("\nmedian trials/hour (optimize phase): "
           + ", ".join(f"K={k}: {v:.0f}" for k, v in best.items())
           + f"; {cores} usable cores.")
     print(f"Load average at end: {load_average()}")

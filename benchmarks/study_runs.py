@@ -102,7 +102,7 @@ class Run:
         spans = self.phases.get(name)
         return self.wall - spans[-1][1] if spans else float("nan")
 
-    def check(self) -> "Run":
+    def check(self) -> Run:
         if self.returncode != 0:
             tail = "\n".join((self.stdout + self.stderr).splitlines()[-30:])
             raise SystemExit(f"{self.label}: exit code {self.returncode}\n{tail}")

@@ -36,8 +36,16 @@ import sys
 import tempfile
 from pathlib import Path
 
-from study_runs import (load_average, machine_facts, med, median, parse_summary, run_command,
-                        study_command, wait_quiet)
+from study_runs import (
+    load_average,
+    machine_facts,
+    med,
+    median,
+    parse_summary,
+    run_command,
+    study_command,
+    wait_quiet,
+)
 
 GOAL = 1.05
 
@@ -86,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     shown = " ".join(study_args(args, True))
     machine_facts("MLflow tracking on vs off: one study, whole command and optimize phase", [
         f"on: `python -m trickopt.study {shown}` (MLflow: sqlite ./mlflow.db, fresh)",
-        f"off: the same + `--set tracking.enabled=false`",
+        "off: the same + `--set tracking.enabled=false`",
         (f"study file {args.study_file}" if args.study_file else
          "the built-in default study (digits CNN, all tricks, max 30 epochs, TPE seed 0, "
          "median pruner, refit train_val)") + ", through benchmarks/phase_clock.py",
