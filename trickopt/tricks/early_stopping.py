@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import inspect
 import math
+from abc import ABC, abstractmethod
 from typing import Any, Literal
 
 STOPPERS = ("none", "patience", "gl", "pq", "up")
@@ -62,7 +63,7 @@ def training_progress(strip_train_losses: list[float]) -> float:
     return 1000.0 * _ratio_minus_one(sum(strip_train_losses), k * min(strip_train_losses))
 
 
-class Stopper:
+class Stopper(ABC):
     """Shared bookkeeping of the protocol; subclasses implement `_decide`."""
 
     _mode: Literal["min", "max"] = "min"
@@ -80,7 +81,7 @@ class Stopper:
         self.reason: str | None = None
         self._reset_extra()
 
-    def _reset_extra(self) -> None:
+    def _reset_extra(self) -> None:  # noqa: B027 - optional hook
         pass
 
     def step(self, val_loss: float, train_loss: float | None = None) -> bool:
@@ -96,11 +97,12 @@ class Stopper:
         reason = self._decide(val, train)
         return False if reason is None else self._stop(reason)
 
-    def _validate(self, val: float, train: float | None) -> None:
+    def _validate(self, val: float, train: float | None) -> None:  # noqa: B027 - optional hook
         pass
 
+    @abstractmethod
     def _decide(self, val: float, train: float | None) -> str | None:
-        raise NotImplementedError  # update state with a finite epoch; return reason or None
+        """Update the state with a finite epoch; return the stop reason, or None."""
 
     def _track_lowest(self, val: float) -> None:
         if val < self.best:
@@ -214,7 +216,7 @@ class GL(Stopper):
         self.alpha = float(alpha)
         super().__init__()
 
-    def _validate(self, val: float, train: float | None) -> None:
+    def _validate(self, val: float, train: float | None) -> None:  # noqa: B027 - optional hook
         _check_not_negative("val_loss", val)
 
     def _decide(self, val: float, train: float | None) -> str | None:
@@ -252,7 +254,7 @@ class PQ(Stopper):
     def _reset_extra(self) -> None:
         self.strip_train: list[float] = []  # train losses of the current strip
 
-    def _validate(self, val: float, train: float | None) -> None:
+    def _validate(self, val: float, train: float | None) -> None:  # noqa: B027 - optional hook
         if train is None:
             raise ValueError("PQ needs train_loss on every step (for P_k); got None.")
         _check_not_negative("val_loss", val)
