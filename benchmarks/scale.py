@@ -18,6 +18,7 @@ two sides train different trials: epochs trained per hour is reported beside tri
 Run:
     python benchmarks/scale.py                       # N=24, R=2, tracking to PostgreSQL
     python benchmarks/scale.py --tracking off
+    python benchmarks/scale.py --workers 1 2 1t2     # + one worker with 2 torch threads
     python benchmarks/scale.py --quick               # N=2, 3 epochs, R=1, tracking off, CI
 Needs PostgreSQL's server binaries (apt-get install postgresql) and psycopg; run as root or
 as a user that may start postgres (see tests/postgres_server.py).
@@ -47,8 +48,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n-trials", type=int, default=24, help="trials per study (24)")
-    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2],
-                        help="worker counts to compare (1 2)")
+    parser.add_argument("--workers", nargs="+", default=["1", "2"],
+                        help="worker counts to compare (1 2); KtT runs K workers with "
+                             "--set train.threads=T, e.g. 1t2 (one worker, 2 torch threads)")
     parser.add_argument("--repeats", type=int, default=2, help="interleaved repetitions (2)")
     parser.add_argument("--tracking", choices=("pg", "off"), default="pg",
                         help="MLflow tracking to a fresh PostgreSQL database (pg) or off")
@@ -63,9 +65,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.quick:  # tracking off: MLflow's schema migrations on PostgreSQL take seconds
         args.n_trials, args.repeats, args.tracking = 2, 1, "off"
         args.overrides = ["train.max_epochs=3", *args.overrides]
-    if min(args.n_trials, args.repeats, *args.workers) < 1:
+    try:
+        parsed = [_variant(v) for v in args.workers]
+    except ValueError:
+        parser.error(f"--workers: K or KtT with integers, e.g. 1 2 1t2; got {args.workers}")
+    if min(args.n_trials, args.repeats, *(x for kt in parsed for x in kt if x is not None)) < 1:
         parser.error("--n-trials, --repeats and --workers must be >= 1")
     return args
+
+
+def _variant(label: str) -> tuple[int, int | None]:
+    """'2' -> (2, None): trickopt's own thread choice; '1t2' -> (1, 2): train.threads=2."""
+    k, _, t = label.partition("t")
+    return int(k), (int(t) if t else None)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -90,12 +102,14 @@ def main(argv: list[str] | None = None) -> int:
 def measure(args, server, cores: int, threads_per_worker) -> int:
     sets = [x for o in args.overrides for x in ("--set", o)]
 
-    def command(k: int) -> tuple[list[str], str]:
+    def command(label: str) -> tuple[list[str], str]:
+        k, threads = _variant(label)
         storage = server.new_database()
         tracking = (["--tracking-uri", server.new_database()] if args.tracking == "pg"
                     else ["--set", "tracking.enabled=false"])
+        fixed = [] if threads is None else ["--set", f"train.threads={threads}"]
         argv = ["--storage", storage, "--workers", str(k), "--n-trials", str(args.n_trials),
-                "--no-progress", *tracking, *sets]
+                "--no-progress", *tracking, *sets, *fixed]
         shown = " ".join(a if "postgresql://" not in a else "postgresql://…/FRESH_DB"
                          for a in argv)
         return study_command(*argv), shown
@@ -111,8 +125,9 @@ def measure(args, server, cores: int, threads_per_worker) -> int:
         + (" and another for MLflow" if args.tracking == "pg" else "; MLflow tracking off"),
         "the built-in default study (digits CNN, all tricks, max 30 epochs, TPE seed 0, "
         "median pruner, refit train_val)",
-        f"{args.repeats} repetitions, interleaved, K in {args.workers}"])
-    runs: dict[int, list] = {k: [] for k in args.workers}
+        f"{args.repeats} repetitions, interleaved, K in {args.workers} (KtT: K workers with "
+        "--set train.threads=T)"])
+    runs: dict[str, list] = {k: [] for k in args.workers}
     loads = []
     for rep in range(args.repeats):
         order = args.workers if rep % 2 == 0 else list(reversed(args.workers))
@@ -132,8 +147,10 @@ def measure(args, server, cores: int, threads_per_worker) -> int:
           "trials complete/pruned/failed | load average after rep |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|")
     for k in args.workers:
-        threads = (runs[k][0].info.get("torch_threads_after_optimize") if k == 1
-                   else threads_per_worker(k))
+        workers, fixed = _variant(k)
+        threads = (fixed if fixed is not None else
+                   runs[k][0].info.get("torch_threads_after_optimize") if workers == 1
+                   else threads_per_worker(workers))
         for i, r in enumerate(runs[k]):
             s = r.summary
             print(f"| {k} | {threads} | {i + 1} | {r.wall:.1f} | {r.phase('optimize'):.1f} | "
