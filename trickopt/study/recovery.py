@@ -24,8 +24,6 @@ import optuna
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
-from trickopt.tracking import STATUS_OF_STATE
-
 WORKER_ATTR = "worker"
 MAX_RETRY = 2  # a trial that kills its worker twice is probably what kills it: stop retrying
 
@@ -92,6 +90,8 @@ def _fail_if_dead(trial, storage, study, retry) -> bool:
 
 def close_orphan_runs(study: optuna.Study, storage, tracker) -> list[str]:
     """Close as FAILED every child run still RUNNING whose trial is no longer running."""
+    from trickopt.tracking import STATUS_OF_STATE  # here: with tracking off, no mlflow import
+
     tracker.writer.drain()  # this process's own closing writes land first
     states = {t.number: t for t in study.get_trials(deepcopy=False)}
     closed = []
