@@ -151,15 +151,18 @@ def main(argv: list[str] | None = None) -> int:
          [r.wall - r.facts["optimize"] for r in a],  # (a): everything but optimize
          [r.phase("imports_done") + r.phase("load_data") + r.phase("open_study")
           + r.phase("open_tracker") for r in b]),
-        ("  of which MLflow store + parent run (open_tracker)", [],
+        ("  of which open_tracker (the parent-run claim; MLflow is opened by the tracking "
+         "process, in parallel)", [],
          [r.phase("open_tracker") for r in b]),
         ("optimize (all trials)", [r.facts["optimize"] for r in a],
          [r.phase("optimize") for r in b]),
         ("importances", [], [r.phase("importances") for r in b]),
         ("refit (best trial replayed on test + train+val refit + its MLflow run)", [],
          [r.phase("refit") for r in b]),
-        ("parent run summary (metrics, study file, plots) + end_parent (writer drained)",
-         [], [r.phase("parent_summary") + r.phase("end_parent") for r in b]),
+        ("parent run summary (metrics, study file) + end_parent, sent", [],
+         [r.phase("parent_summary") + r.phase("end_parent") for r in b]),
+        ("waiting for the tracking process (its last writes, the plots, its exit)", [],
+         [r.phase("tracking_close") for r in b]),
         ("CLI before run_study's set-up (config, lazy imports)", [],
          [r.phases["load_data"][0][0] - r.phase("imports_done") for r in b]),
         ("after main() returned (interpreter shutdown)", [], [r.after("main_end") for r in b]),
@@ -167,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
          [r.wall - r.phase("imports_done") - r.phase("load_data") - r.phase("open_study")
           - r.phase("open_tracker") - r.phase("optimize") - r.phase("importances")
           - r.phase("refit") - r.phase("parent_summary") - r.phase("end_parent")
+          - r.phase("tracking_close")
           - (r.phases["load_data"][0][0] - r.phase("imports_done")) - r.after("main_end")
           for r in b]),
         ("whole command", [r.wall for r in a], [r.wall for r in b]),

@@ -13,8 +13,9 @@ interpreter started, from /proc/self/stat, so that imports are counted):
 * ``optimize``: `optimize_here` (one worker, in this process) or `_optimize_in_workers` (K > 1
   spawned workers, their start-up included);
 * ``importances``, ``refit`` (the best trial's replay on test + the train+val refit and its
-  MLflow child run), ``parent_summary`` (parent metrics, study file, plots), ``end_parent``
-  (set_terminated + draining the MLflow writer thread);
+  MLflow child run), ``parent_summary`` (parent metrics and study file, sent to the tracking
+  process, which has been drawing the plots since before the refit), ``end_parent``;
+* ``tracking_close``: waiting for the tracking process to write everything and exit;
 * ``main_end``: when the CLI's `main` returned (interpreter shutdown follows).
 
 Beside the phases, ``info`` records torch's intra-op thread count in this process when the
@@ -28,6 +29,8 @@ Run:
 from __future__ import annotations
 
 import functools
+import importlib.abc
+import importlib.util
 import json
 import os
 import runpy
@@ -73,24 +76,56 @@ def _timed(name: str, fn):
     return wrapper
 
 
-def _install() -> None:
-    from trickopt.study import report, runner
-    from trickopt.tracking import StudyTracker
-
+def _patch_runner(runner) -> None:
     for name, attr in (("load_data", "load_data"), ("open_study", "open_study"),
                        ("open_tracker", "open_tracker"), ("optimize", "optimize_here"),
                        ("optimize", "_optimize_in_workers"), ("importances", "_importances"),
                        ("refit", "_refit")):
         setattr(runner, attr, _timed(name, getattr(runner, attr)))
+    PHASES["imports_done"] = [[0.0, _now()]]  # trickopt.study.runner (torch, optuna) imported
+
+
+def _patch_report(report) -> None:
     report.log_parent_summary = _timed("parent_summary", report.log_parent_summary)
+
+
+class _AfterImport(importlib.abc.MetaPathFinder):
+    """Patches a module right after the CLI imports it: importing trickopt.study.runner here
+    first would import torch before the CLI starts its tracking process, and change the very
+    timeline this wrapper measures."""
+
+    PATCHES = {"trickopt.study.runner": _patch_runner, "trickopt.study.report": _patch_report}
+
+    def find_spec(self, name, path, target=None):
+        if name not in self.PATCHES:
+            return None
+        sys.meta_path.remove(self)
+        try:
+            spec = importlib.util.find_spec(name)
+        finally:
+            sys.meta_path.insert(0, self)
+        original = spec.loader.exec_module
+
+        def exec_module(module):
+            original(module)
+            self.PATCHES[name](module)
+
+        spec.loader.exec_module = exec_module
+        return spec
+
+
+def _install() -> None:
+    from trickopt.tracking import StudyTracker  # light: no torch, no mlflow
+
     StudyTracker.end_parent = _timed("end_parent", StudyTracker.end_parent)
+    StudyTracker.close = _timed("tracking_close", StudyTracker.close)
+    sys.meta_path.insert(0, _AfterImport())
 
 
 def main() -> None:
     out = os.environ.get("TRICKOPT_PHASES")
     PHASES["imports_done"] = [[0.0, 0.0]]
     _install()
-    PHASES["imports_done"] = [[0.0, _now()]]  # trickopt.study.runner (torch, optuna) imported
     sys.argv = ["python -m trickopt.study", *sys.argv[1:]]
     code = 0
     try:

@@ -1,10 +1,11 @@
 """What does MLflow tracking cost a study? One study, tracking on against tracking off.
 
 Question: `python -m trickopt.study` tracks every trial in MLflow (a parent run, one child run
-per trial with params and per-epoch curves, the refit's run, plots). Writes go through one
-background thread (trickopt/tracking.py); run creation, the store's set-up and the parent's
-summary do not. How much longer does the whole command take with tracking on, and how much
-longer the optimize phase (the trials themselves)? Goal: on / off <= 1.05.
+per trial with params and per-epoch curves, the refit's run, plots). Every MLflow call runs
+in a separate tracking process (trickopt/tracking.py), which overlaps the store's set-up and
+the plots with training; the training process only sends it messages. How much longer does
+the whole command take with tracking on, and how much longer the optimize phase (the trials
+themselves)? Goal: on / off <= 1.05.
 
 Both sides run the built-in default study (digits CNN, all tricks, 30 epochs, TPE seed 0,
 median pruner, refit train_val, journal storage), the same seed and settings, `--n-trials N
@@ -16,8 +17,8 @@ benchmarks/phase_clock.py times the phases inside (optimize, refit, parent summa
 
 `--profile` then runs the tracking-on study once more under py-spy (all threads; needs
 `pip install py-spy`) and attributes the main thread's samples to phases (MLflow store set-up,
-child-run creation, parent summary and plots, refit, training...) and reports the MLflow
-writer thread's own samples.
+messages to the tracking process, parent summary, waiting for the tracking process at the
+end, refit, training...). The tracking process itself is not sampled (it runs beside).
 
 Run:
     python benchmarks/tracking_overhead.py                    # N=30, R=5
@@ -132,12 +133,13 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---:|---:|---:|")
     phases = [("imports (trickopt.study.runner: torch, optuna, mlflow)", "imports_done"),
               ("load_data", "load_data"), ("open_study", "open_study"),
-              ("open_tracker: MLflow store (tables created), experiment, parent run",
+              ("open_tracker: parent-run claim (MLflow is opened in the tracking process)",
                "open_tracker"),
               ("optimize (all trials)", "optimize"), ("importances", "importances"),
               ("refit (replay of best trial + train+val refit + refit's MLflow run)", "refit"),
-              ("parent summary: metrics, study file, importances, plots", "parent_summary"),
-              ("end_parent: set_terminated + writer drained", "end_parent")]
+              ("parent summary: metrics, study file, importances (sent)", "parent_summary"),
+              ("end_parent (sent)", "end_parent"),
+              ("waiting for the tracking process: last writes, plots, exit", "tracking_close")]
     for name, key in phases:
         va, vb = [r.phase(key) for r in on], [r.phase(key) for r in off]
         print(f"| {name} | {med(va)} | {med(vb)} | "
@@ -178,13 +180,15 @@ def main(argv: list[str] | None = None) -> int:
 # Where a main-thread sample goes: the first rule whose text appears in its stack (outermost
 # trickopt phase first, so e.g. matplotlib imports inside the parent summary count there).
 MAIN_RULES = [
-    ("tracking: open_tracker (MLflow store + tables, experiment, parent run)", "open_tracker ("),
-    ("tracking: child run creation, per trial (StudyTracker.start_trial)", "start_trial ("),
-    ("tracking: queueing writes (TrialRun.log_params / log_epoch / end)", "TrialRun."),
-    ("tracking: recovery scan (close_orphan_runs: drain + search_runs)", "close_orphan_runs ("),
+    ("tracking: open_tracker (parent-run claim, messages)", "open_tracker ("),
+    ("tracking: waiting for the tracking process at the end", "close (trickopt/tracking.py"),
+    ("tracking: child run messages, per trial (StudyTracker.start_trial)", "start_trial ("),
+    ("tracking: waiting for a trial's run id (_link_run)", "_link_run ("),
+    ("tracking: buffering and sending writes (TrialRun.log_epoch / end)", "TrialRun."),
+    ("tracking: recovery snapshot (close_orphan_runs)", "close_orphan_runs ("),
     ("tracking: refit's MLflow run (_log_refit)", "_log_refit ("),
     ("tracking: parent summary (metrics, artifacts, plots)", "log_parent_summary ("),
-    ("tracking: end_parent (waits for the writer thread)", "end_parent ("),
+    ("tracking: end_parent (a message)", "end_parent ("),
     ("tracking: check_tracking_uri", "check_tracking_uri ("),
     ("refit: training (best trial's replay + train+val refit)", "_refit ("),
     ("optimize: training (fit)", "fit (trickopt/train.py"),

@@ -59,28 +59,66 @@ def _quote(value: str) -> str:
     return "'" + str(value).replace("'", "''") + "'"
 
 
+def _tracking_uri_hint(args: argparse.Namespace) -> str | None:
+    """The tracking URI the study will most likely use, read from the study file before it is
+    validated (validating imports torch: seconds). Only a hint for preparing the store: the
+    validated config decides, and a wrong hint costs nothing but the preparation."""
+    from trickopt.study.config import read_study_file
+    from trickopt.tracking import default_tracking_uri
+
+    try:
+        tracking = read_study_file(args.study_file, _overrides(args)).get("tracking") or {}
+        if tracking.get("enabled") is False:
+            return None
+        uri = tracking.get("uri")
+        return uri if isinstance(uri, str) else default_tracking_uri()
+    except Exception:  # noqa: BLE001 - the validation reports it properly
+        return None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from trickopt.study.config import load_study_config
+    from trickopt.tracking import StudyTracker
 
+    # Started before anything else, torch included (the config's validation imports it): the
+    # tracking process imports mlflow and prepares a new store meanwhile. It writes nothing
+    # before run_study opens it; run_study owns it from there.
+    early = StudyTracker()
+    hint = _tracking_uri_hint(args)
+    if hint is not None:
+        early.prepare(hint)
     try:
         config = load_study_config(args.study_file, _overrides(args))
     except ConfigError as exc:
+        early.abandon()
         for line in exc.errors:
             print(f"error: {line}", file=sys.stderr)
         return 2
-    from trickopt.data import DataError
-    from trickopt.study.report import format_summary
-    from trickopt.study.runner import StudyMismatchError, TrackingError, run_study
-    from trickopt.study.storage import StorageError
+    except BaseException:
+        early.abandon()
+        raise
+    from trickopt.study.tracking_start import start_tracker
 
+    tracker = start_tracker(config, early)
     try:
-        result = run_study(config, progress=not args.no_progress)
+        from trickopt.data import DataError
+        from trickopt.study.report import format_summary
+        from trickopt.study.runner import StudyMismatchError, TrackingError, run_study
+        from trickopt.study.storage import StorageError
+    except BaseException:
+        if tracker is not None:
+            tracker.abandon()
+        raise
+    try:
+        result = run_study(config, progress=not args.no_progress, tracker=tracker)
     except (DataError, TrackingError, StorageError, StudyMismatchError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(format_summary(result, config))
-    return 130 if result.interrupted else 0
+    if result.interrupted:
+        return 130
+    return 1 if result.tracking_error else 0  # the trials are all in Optuna; MLflow lacks some
 
 
 if __name__ == "__main__":

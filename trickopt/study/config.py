@@ -26,7 +26,6 @@ from trickopt.config import (
     parse_section,
     read_yaml,
 )
-from trickopt.study.space import ALL_TRICKS, parse_search
 
 SAMPLERS = ("tpe", "random", "qmc", "gp")
 PRUNERS = ("median", "percentile", "successive_halving", "hyperband", "wilcoxon", "none")
@@ -102,7 +101,7 @@ class StudyConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=lambda: ModelConfig(arch="cnn"))
     train: TrainConfig = field(default_factory=lambda: TrainConfig(max_epochs=30))
-    search: dict[str, Any] = field(default_factory=lambda: parse_search(ALL_TRICKS, "", []))
+    search: dict[str, Any] = field(default_factory=lambda: _default_search())
     study: StudySection = field(default_factory=StudySection)
     tracking: TrackingSection = field(default_factory=TrackingSection)
     refit: str = "train_val"
@@ -167,11 +166,23 @@ def _dry_run(errors: list[str], field_name: str, factory, name: str, params: dic
         errors.append(f"{field_name}: {exc}")
 
 
+def _default_search() -> dict[str, Any]:
+    # trickopt.study.space imports the trick modules, hence torch: imported where needed, so
+    # that reading a study file (`read_study_file`) stays cheap.
+    from trickopt.study.space import ALL_TRICKS, parse_search
+
+    return parse_search(ALL_TRICKS, "", [])
+
+
+def read_study_file(path: str | Path | None = None, overrides: list[str] = ()) -> dict:
+    """The study as written: presets merged and overrides applied, not validated yet."""
+    raw = _read_with_presets(Path(path)) if path is not None else {}
+    return apply_overrides(copy.deepcopy(raw), list(overrides))
+
+
 def load_study_config(path: str | Path | None = None, overrides: list[str] = ()) -> StudyConfig:
     """Read, merge presets, override and validate; raises ConfigError listing every problem."""
-    raw = _read_with_presets(Path(path)) if path is not None else {}
-    raw = apply_overrides(copy.deepcopy(raw), list(overrides))
-    config = parse_study_config(raw)
+    config = parse_study_config(read_study_file(path, overrides))
     config.source = str(path) if path is not None else None
     return config
 
@@ -212,6 +223,8 @@ def _is_distribution(value: dict) -> bool:
 
 
 def parse_study_config(raw: dict) -> StudyConfig:
+    from trickopt.study.space import ALL_TRICKS, parse_search
+
     errors: list[str] = []
     for key in raw:
         if key not in SECTIONS:

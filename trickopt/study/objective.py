@@ -55,10 +55,9 @@ class Objective:
         trial.set_user_attr(WORKER_ATTR, self.worker)
         params, run_config = decided_params(trial, self.config)
         run = None
-        if self.tracker is not None:
-            run = self.tracker.start_trial(self.config.study.name, trial.number)
-            trial.set_user_attr("mlflow_run_id", run.run_id)
-            run.log_params({**params, **flatten_config(run_config)})
+        if self.tracker is not None:  # created by the tracking process while this one trains
+            run = self.tracker.start_trial(self.config.study.name, trial.number,
+                                           {**params, **flatten_config(run_config)})
         try:
             history = self._train(trial, run_config, run)
         except BaseException as exc:
@@ -68,6 +67,7 @@ class Objective:
             if run is not None:
                 run.end("FAIL", metrics={}, tags={"stop_reason": reason,
                                                   "error": f"{type(exc).__name__}: {exc}"[:5000]})
+                _link_run(trial, run)
             raise
         finally:
             if torch.cuda.is_available():
@@ -109,6 +109,14 @@ class Objective:
             if pruned:
                 final["pruned_epoch"] = tags["pruned_epoch"] = history.epochs_trained
             run.end(state, metrics=final, tags=tags)
+            _link_run(trial, run)
         if pruned:
             raise optuna.TrialPruned(f"pruned at epoch {history.epochs_trained}")
         return value  # non-finite: Optuna records the trial as FAIL
+
+
+def _link_run(trial: optuna.Trial, run) -> None:
+    """Record the trial's MLflow run id, while the trial can still be changed. Usually the id
+    came back long ago; only a study's first trials wait, while a fresh store is created."""
+    if run.run_id is not None:
+        trial.set_user_attr("mlflow_run_id", run.run_id)

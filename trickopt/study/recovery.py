@@ -88,23 +88,9 @@ def _fail_if_dead(trial, storage, study, retry) -> bool:
     return True
 
 
-def close_orphan_runs(study: optuna.Study, storage, tracker) -> list[str]:
-    """Close as FAILED every child run still RUNNING whose trial is no longer running."""
-    from trickopt.tracking import STATUS_OF_STATE  # here: with tracking off, no mlflow import
-
-    tracker.writer.drain()  # this process's own closing writes land first
-    states = {t.number: t for t in study.get_trials(deepcopy=False)}
-    closed = []
-    for run in tracker.runs_left_running(study.study_name):
-        number = run.data.tags.get("optuna.trial_number")
-        trial = states.get(int(number)) if number and number.isdigit() else None
-        if trial is not None and trial.state == TrialState.RUNNING:
-            continue  # a live worker owns it
-        state = trial.state.name if trial is not None else "FAIL"
-        # Optuna's heartbeat fails a trial without a reason; its worker died all the same.
-        reason = (trial.user_attrs.get("stop_reason") if trial is not None else None) \
-            or "worker_died"
-        tracker.close_run(run.info.run_id, STATUS_OF_STATE.get(state, "FAILED"),
-                          {"optuna.state": state, "stop_reason": reason})
-        closed.append(run.info.run_id)
-    return closed
+def close_orphan_runs(study: optuna.Study, tracker) -> None:
+    """Have the tracking process close as FAILED every child run of the study still RUNNING
+    whose trial is no longer running (its worker died before it could close the run)."""
+    trials = {t.number: (t.state.name, t.user_attrs.get("stop_reason"))
+              for t in study.get_trials(deepcopy=False)}
+    tracker.close_orphan_runs(study.study_name, trials)

@@ -4,19 +4,24 @@ from __future__ import annotations
 
 import json
 import tempfile
-import warnings
 from pathlib import Path
 
 import optuna
 import yaml
 
-PLOTS = ("plot_optimization_history", "plot_intermediate_values", "plot_param_importances",
-         "plot_slice")
-SLICE_PARAMS = 6
+
+def send_parent_plots(tracker, study: optuna.Study, importances: dict[str, float]) -> Path:
+    """Have the tracking process draw the study's plots into a new folder, which is returned,
+    and log them to the parent run; it draws them while this process refits."""
+    folder = Path(tempfile.mkdtemp(prefix="trickopt-report-"))
+    tracker.log_parent_plots(study.get_trials(deepcopy=False), study.direction.name.lower(),
+                             importances, folder)
+    return folder
 
 
-def log_parent_summary(tracker, study: optuna.Study, config, result) -> None:
-    """Best value, trials per state, epochs against budget, importances, plots, study file."""
+def log_parent_summary(tracker, study: optuna.Study, config, result, folder: Path) -> None:
+    """Best value, trials per state, epochs against budget, importances and the study file,
+    written through `folder` (which the tracking process deletes when it is done)."""
     metrics = {f"trials_{state.lower()}": n for state, n in result.states.items()}
     metrics.update(epochs_trained=result.epochs_trained, epochs_budget=result.epochs_budget,
                    epochs_saved_by_stopping=result.epochs_saved_by_stopping,
@@ -35,20 +40,19 @@ def log_parent_summary(tracker, study: optuna.Study, config, result) -> None:
                                                 "direction": config.study.resolved_direction,
                                                 "sampler": config.study.sampler,
                                                 "pruner": config.study.pruner}, tags=tags)
-    folder = Path(tempfile.mkdtemp(prefix="trickopt-report-"))
     (folder / "study.yaml").write_text(yaml.safe_dump(_masked(config.raw)))
     tracker.log_parent_artifact(folder / "study.yaml")
     if config.source:
         from trickopt.urls import mask_passwords_in_text
 
         original = Path(config.source)
-        (folder / original.name).write_text(mask_passwords_in_text(original.read_text()))
-        tracker.log_parent_artifact(folder / original.name, "source")
+        source = folder / "source"
+        source.mkdir(exist_ok=True)
+        (source / original.name).write_text(mask_passwords_in_text(original.read_text()))
+        tracker.log_parent_artifact(source / original.name, "source")
     (folder / "importances.json").write_text(json.dumps(result.importances, indent=2))
     tracker.log_parent_artifact(folder / "importances.json")
-    for path in _plots(study, folder, result.importances):
-        tracker.log_parent_artifact(path, "plots")
-    # The writer thread reads these files later; the folder is left for the OS to clean.
+    tracker.remove_folder(folder)
 
 
 def _masked(raw: dict) -> dict:
@@ -60,38 +64,6 @@ def _masked(raw: dict) -> dict:
         if isinstance(raw.get(section), dict) and isinstance(raw[section].get(key), str):
             raw[section][key] = mask_password(raw[section][key])
     return raw or {"default_study": True}
-
-
-def _plots(study: optuna.Study, folder: Path, importances: dict[str, float]) -> list[Path]:
-    if not study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
-        return []
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display on a training server
-    import matplotlib.pyplot as plt
-    from optuna.visualization import matplotlib as optuna_plots
-
-    # A slice plot of every knob is a grid of ~20 panels that takes seconds to draw and no
-    # one reads: show the most important ones.
-    top = sorted(importances, key=importances.get, reverse=True)[:SLICE_PARAMS] or None
-    kwargs = {"plot_slice": {"params": top}, "plot_param_importances": {}}
-    paths = []
-    for name in PLOTS:
-        if name == "plot_param_importances" and not importances:
-            continue
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # Optuna marks its matplotlib plots experimental
-            try:
-                axes = getattr(optuna_plots, name)(study, **kwargs.get(name, {}))
-            except (ValueError, RuntimeError):
-                continue
-        figure = (axes.flat[0] if hasattr(axes, "flat") else axes).get_figure()
-        figure.set_size_inches(10, 6)
-        path = folder / f"{name.removeprefix('plot_')}.png"
-        figure.savefig(path, dpi=72)
-        plt.close("all")
-        paths.append(path)
-    return paths
 
 
 def format_summary(result, config) -> str:
@@ -128,7 +100,9 @@ def format_summary(result, config) -> str:
             lines.append(f"test accuracy, refit on train+val for {result.refit['epochs']} "
                          f"epochs: {result.refit['test_accuracy']:.4f}")
     lines.append(f"optuna storage: {result.storage}")
-    if result.tracking_uri:
+    if result.tracking_error:
+        lines.append(f"MLflow tracking stopped: {result.tracking_error}")
+    elif result.tracking_uri:
         lines.append(f"see every trial: {mlflow_ui_command(result.tracking_uri)}")
     return "\n".join(lines)
 

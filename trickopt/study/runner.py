@@ -26,6 +26,7 @@ from trickopt.study.objective import Objective, decided_params, flatten_config
 from trickopt.study.progress import Progress
 from trickopt.study.recovery import close_orphan_runs, fail_dead_trials
 from trickopt.study.storage import describe_storage, open_storage
+from trickopt.study.tracking_start import start_tracker, tracking_uri
 from trickopt.train import evaluate, fit, refit
 
 PARENT_ATTR = "mlflow_parent_run_id"
@@ -57,23 +58,47 @@ class StudyResult:
     best_trial_test: dict[str, float] | None = None
     refit: dict[str, Any] | None = None
     recovered_trials: list[int] = field(default_factory=list)
+    tracking_error: str | None = None  # why MLflow tracking stopped, where it did
 
 
-def run_study(config: StudyConfig, *, progress: bool = True,
-              out: TextIO = sys.stdout) -> StudyResult:
+def run_study(config: StudyConfig, *, progress: bool = True, out: TextIO = sys.stdout,
+              tracker=None) -> StudyResult:
     """Run (or resume) the study `config` describes and return what happened.
 
+    `tracker`: a `start_tracker(config)` started earlier (the CLI starts it before importing
+    torch, so that its process's start-up overlaps this one's); run_study closes it.
     Raises (before anything is created): DataError, TrackingError, StorageError.
     """
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    data = load_data(config.data)
-    if config.tracking.enabled:
-        check_tracking_uri(tracking_uri(config))
-    study, storage = open_study(config)
-    tracker = open_tracker(config, study, storage) if config.tracking.enabled else None
+    if tracker is None:
+        tracker = start_tracker(config)
+    elif not config.tracking.enabled:
+        tracker.abandon()
+        tracker = None
+    try:
+        data = load_data(config.data)
+        if tracker is not None:
+            check_tracking_uri(tracking_uri(config))
+        study, storage = open_study(config)
+    except BaseException:
+        if tracker is not None:
+            tracker.abandon()  # nothing was created in the tracking store
+        raise
+    try:
+        result = _run(config, study, storage, data, tracker, progress, out)
+    finally:
+        if tracker is not None:
+            tracker.close()  # waits for the tracking process to write everything
+    if tracker is not None:
+        result.tracking_error = tracker.error
+    return result
+
+
+def _run(config: StudyConfig, study: optuna.Study, storage, data, tracker, progress: bool,
+         out: TextIO) -> StudyResult:
+    parent = open_tracker(config, study, storage, tracker) if tracker is not None else None
     result = StudyResult(study, describe_storage(config.study.storage),
-                         tracker.display_uri if tracker else None,
-                         tracker.parent_run_id if tracker else None)
+                         tracker.display_uri if tracker else None, None)
     result.recovered_trials = _recover(study, storage, tracker)
     print(f"study {config.study.name!r}: {len(study.trials)} trials so far in "
           f"{result.storage}" + (f"; retrying trials {result.recovered_trials} of a dead worker"
@@ -85,21 +110,30 @@ def run_study(config: StudyConfig, *, progress: bool = True,
 
                 torch.set_num_threads(threads_per_worker(1))
             optimize_here(config, study, tracker, config.study.n_trials, progress=progress,
-                          data=data)
+                          data=data, parent=parent)
         else:
+            if parent is not None:
+                parent.publish()  # the workers read the parent run's id from the study
             _optimize_in_workers(config, study, progress)
     except KeyboardInterrupt:
         result.interrupted = True
     result.recovered_trials += _recover(study, storage, tracker)
     _count(study, config, result)
     result.importances = _importances(study)
+    folder = None
+    if tracker is not None:
+        from trickopt.study.report import send_parent_plots
+
+        folder = send_parent_plots(tracker, study, result.importances)  # drawn during the refit
     if not result.interrupted and result.states.get("COMPLETE"):
         _refit(config, study, data, tracker, result)
     if tracker is not None:
         from trickopt.study.report import log_parent_summary
 
-        log_parent_summary(tracker, study, config, result)
+        parent.publish()
+        log_parent_summary(tracker, study, config, result, folder)
         tracker.end_parent("KILLED" if result.interrupted else "FINISHED")
+        result.parent_run_id = tracker.parent_run_id
     return result
 
 
@@ -134,13 +168,14 @@ def open_study(config: StudyConfig):
 
 
 def optimize_here(config: StudyConfig, study: optuna.Study, tracker, n_trials: int, *,
-                  progress: bool, data=None) -> None:
+                  progress: bool, data=None, parent: ParentLink | None = None) -> None:
     """Run `n_trials` trials in this process (one worker)."""
     data = data if data is not None else load_data(config.data)
     bar = Progress(n_trials, study, enabled=progress)
+    callbacks = [bar] + ([parent.after_trial] if parent is not None else [])
     try:
         study.optimize(Objective(config, data, tracker), n_trials=n_trials,
-                       timeout=config.study.timeout, catch=(Exception,), callbacks=[bar])
+                       timeout=config.study.timeout, catch=(Exception,), callbacks=callbacks)
     finally:
         bar.close()
 
@@ -164,10 +199,6 @@ def _optimize_in_workers(config: StudyConfig, study: optuna.Study, progress: boo
         bar.close()
 
 
-def tracking_uri(config: StudyConfig) -> str:
-    from trickopt.tracking import default_tracking_uri
-
-    return config.tracking.uri or default_tracking_uri()
 
 
 def check_tracking_uri(uri: str) -> None:
@@ -194,34 +225,56 @@ def check_tracking_uri(uri: str) -> None:
             raise TrackingError(f"tracking.uri: the folder {folder} of {uri} does not exist")
 
 
-def open_tracker(config: StudyConfig, study: optuna.Study, storage):
-    """The MLflow side of the study, with its parent run created exactly once.
+@dataclass
+class ParentLink:
+    """Publishes the parent run's id in the study once the tracking process has it: workers
+    that join the study later, and a resumed run, find the parent run there."""
+
+    study: optuna.Study
+    tracker: Any
+    attr: str
+    known: str | None
+    done: bool = False
+
+    def publish(self) -> None:
+        if self.done:
+            return
+        self.done = True
+        parent = self.tracker.parent_run_id  # waits for the tracking process
+        if parent is None:
+            return  # tracking failed; the tracker said why
+        if parent != self.known:
+            self.study.set_user_attr(self.attr, parent)
+        self.study.set_user_attr(PARENT_ATTR, parent)
+
+    def after_trial(self, study: optuna.Study, trial) -> None:
+        # After a trial's end its run id has come back, and with it (the tracking process
+        # answers in order) the parent's: publishing now does not wait.
+        self.publish()
+
+
+def open_tracker(config: StudyConfig, study: optuna.Study, storage, tracker) -> ParentLink:
+    """Connect `tracker` to the store and open the study's parent run, created exactly once.
 
     Workers may start at the same moment, on several machines. The one that creates a marker
     study in the Optuna storage (an atomic insert: the name is unique) creates the parent run
     and publishes its id as a study attribute; the others wait for it.
     """
-    from trickopt.tracking import StudyTracker
-
     uri = tracking_uri(config)
     experiment = config.tracking.experiment or config.study.name
-    tracker = StudyTracker(uri, experiment)
+    tracker.open(uri, experiment)
     key = hashlib.sha1(f"{uri}|{experiment}".encode()).hexdigest()[:12]
     attr = f"{PARENT_ATTR}:{key}"
     known = study.user_attrs.get(attr)
-    if known is None and _claim(storage, f"{config.study.name}.mlflow-parent.{key}"):
-        known = tracker.open_parent(config.study.name, None)
-        study.set_user_attr(attr, known)
-    deadline = time.monotonic() + PARENT_WAIT_SECONDS
-    while known is None and time.monotonic() < deadline:
-        time.sleep(0.5)
-        known = study.user_attrs.get(attr)
-    # `known` is None only when the claimer died before publishing: fall back to the MLflow tag.
-    parent = tracker.open_parent(config.study.name, known)
-    if parent != known:
-        study.set_user_attr(attr, parent)
-    study.set_user_attr(PARENT_ATTR, parent)
-    return tracker
+    if known is None and not _claim(storage, f"{config.study.name}.mlflow-parent.{key}"):
+        deadline = time.monotonic() + PARENT_WAIT_SECONDS
+        while known is None and time.monotonic() < deadline:
+            time.sleep(0.5)
+            known = study.user_attrs.get(attr)
+    # `known` is None for the claimer, and where the claimer died before publishing: the
+    # tracking process then looks for the run by its tag before creating one.
+    tracker.open_parent(config.study.name, known)
+    return ParentLink(study, tracker, attr, known)
 
 
 def _claim(storage, marker: str) -> bool:
@@ -235,7 +288,7 @@ def _claim(storage, marker: str) -> bool:
 def _recover(study: optuna.Study, storage, tracker) -> list[int]:
     failed = fail_dead_trials(study, storage)
     if tracker is not None:
-        close_orphan_runs(study, storage, tracker)
+        close_orphan_runs(study, tracker)
     return failed
 
 
@@ -292,11 +345,11 @@ def _refit(config: StudyConfig, study: optuna.Study, data, tracker,
 
 
 def _log_refit(tracker, config, trial_number, params, run_config, outcome, result) -> None:
-    run = tracker.start_child("refit", {"trickopt.refit": config.refit,
-                                        "optuna.trial_number": str(trial_number)})
     epochs = result.refit["epochs"]
-    run.log_params({**params, **flatten_config(run_config), "refit.epochs": epochs,
-                    "refit.mode": config.refit})
+    run = tracker.start_child("refit", {"trickopt.refit": config.refit,
+                                        "optuna.trial_number": str(trial_number)},
+                              {**params, **flatten_config(run_config), "refit.epochs": epochs,
+                               "refit.mode": config.refit})
     for row in outcome.history.epochs:
         run.log_epoch(row["epoch"], {k: v for k, v in row.items() if k != "epoch"})
     final = {"refit_epochs": epochs, **{f"best_trial_{k}": v

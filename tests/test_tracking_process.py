@@ -1,0 +1,115 @@
+"""The tracking process: MLflow stays out of the training process, a store that fails does not
+stop the study, and the tracking process never outlives the study that started it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+
+from trickopt.study.storage import DEFAULT_JOURNAL, open_storage
+
+TINY = ["--n-trials", "3", "--study-name", "tiny", "--no-progress",
+        "--set", "model.arch=mlp", "--set", "model.width=16", "--set", "train.max_epochs=3"]
+
+
+def _study(folder: Path) -> optuna.Study:
+    return optuna.load_study(study_name="tiny",
+                             storage=open_storage(str(folder / DEFAULT_JOURNAL)))
+
+
+def _environment() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+
+
+def test_training_process_never_imports_mlflow(tmp_path):
+    script = ("import sys\n"
+              "from trickopt.study.cli import main\n"
+              f"code = main({TINY!r})\n"
+              "print('MLFLOW-IMPORTED' if 'mlflow' in sys.modules else 'MLFLOW-ABSENT')\n"
+              "sys.exit(code)\n")
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300, env=_environment())
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "MLFLOW-ABSENT" in done.stdout
+    # ... and yet every trial was tracked.
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("tiny").experiment_id])
+    assert sorted(r.info.run_name for r in runs) == ["refit", "tiny", "trial-0", "trial-1",
+                                                     "trial-2"]
+    # The new store was prepared aside and moved into place: nothing else is left.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mlflow.db", "mlruns",
+                                                          "trickopt.journal"]
+
+
+def test_a_store_that_cannot_be_opened_stops_tracking_not_the_study(tmp_path):
+    # A file that is not a database passes the up-front check (its folder exists) and fails
+    # only when MLflow opens it.
+    (tmp_path / "mlflow.db").write_bytes(b"this is not a SQLite database" * 100)
+    done = subprocess.run([sys.executable, "-m", "trickopt.study", *TINY], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300, env=_environment())
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "warning: MLflow tracking stopped:" in done.stderr
+    assert "MLflow tracking stopped:" in done.stdout  # the summary says it too
+    assert "mlflow ui" not in done.stdout
+    states = [t.state.name for t in _study(tmp_path).trials]
+    assert len(states) == 3 and "RUNNING" not in states
+    assert all("mlflow_run_id" not in t.user_attrs for t in _study(tmp_path).trials)
+    # The user's file is left as it was.
+    assert (tmp_path / "mlflow.db").read_bytes() == b"this is not a SQLite database" * 100
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(p) for p in text.split()]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_tracking_process_ends_when_the_study_process_is_killed(tmp_path):
+    process = subprocess.Popen(
+        [sys.executable, "-m", "trickopt.study", *TINY, "--set", "model.width=256",
+         "--set", "train.max_epochs=200", "--set", "search.stopper=none",
+         "--set", "study.pruner=none"],
+        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True, env=_environment())
+    try:
+        deadline = time.monotonic() + 120
+        children: list[int] = []
+        while time.monotonic() < deadline:  # until the first trial has run a few epochs
+            children = _children(process.pid)
+            try:
+                trials = _study(tmp_path).get_trials(deepcopy=False)
+            except KeyError:
+                trials = []
+            if children and any(len(t.intermediate_values) >= 3 for t in trials):
+                break
+            time.sleep(0.2)
+        assert children, "the study started no tracking process"
+        process.kill()  # the study process alone, as the OOM killer would
+        process.wait(timeout=30)
+        deadline = time.monotonic() + 30
+        while any(_alive(c) for c in children) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not [c for c in children if _alive(c)], "the tracking process outlived the study"
+    finally:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
