@@ -154,3 +154,35 @@ def test_value_is_finite_or_trial_failed(study_dir):
     _, _, trials, _ = _runs(f"sqlite:///{study_dir / 'mlflow.db'}")
     assert Counter(r.info.status for r in trials)["FAILED"] == sum(
         t.state.name == "FAIL" for t in study.trials)
+
+
+def test_best_trial_model_is_kept_not_retrained_and_scores_as_its_replay(study_dir,
+                                                                         monkeypatch):
+    """The refit scores the best trial's own weights, kept in memory: no second training,
+    and the same test score as replaying the trial from its seed (the reference)."""
+    import torch
+
+    from trickopt.data import load_data
+    from trickopt.models import build_model
+    from trickopt.study import runner
+    from trickopt.study.config import load_study_config
+    from trickopt.study.objective import decided_params
+    from trickopt.train import evaluate, fit
+
+    config = load_study_config(None, ["study.n_trials=4", "study.name=kept", "model.arch=mlp",
+                                      "model.width=32", "train.max_epochs=6",
+                                      "study.pruner=none", "tracking.enabled=false",
+                                      "refit=none"])
+    fits = []
+    monkeypatch.setattr(runner, "fit", lambda *a, **k: fits.append(1) or fit(*a, **k))
+    result = runner.run_study(config, progress=False)
+    assert fits == []  # the objective trains through its own import; the refit did not train
+    best = result.study.best_trial
+    _, run_config = decided_params(optuna.trial.FixedTrial(best.params), config)
+    data = load_data(config.data)
+    torch.manual_seed(run_config.train.seed)
+    replayed = build_model(run_config.model, data.input_shape, data.n_classes)
+    fit(replayed, data, run_config.train)
+    loss, accuracy = evaluate(replayed, data.x_test, data.y_test)
+    assert result.best_trial_test["test_accuracy"] == accuracy
+    assert math.isclose(result.best_trial_test["test_loss"], loss, rel_tol=1e-6)

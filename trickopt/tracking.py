@@ -100,7 +100,8 @@ class StudyTracker:
                 elif time.monotonic() > deadline:
                     self._fail(f"no answer from the tracking store in {REPLY_WAIT_SECONDS} s")
             except (EOFError, OSError):
-                self._fail("the tracking process closed its pipe")
+                self._fail("the tracking process ended early (a script that calls run_study "
+                           "needs an `if __name__ == \"__main__\":` guard)")
         value, error = self._replies.pop(token)
         if error is not None:
             self._fail(error)

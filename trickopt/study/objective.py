@@ -49,6 +49,10 @@ class Objective:
         self.config, self.data, self.tracker = config, data, tracker
         self.metric = config.study.metric
         self.worker = worker_identity()
+        # The weights of the best trial this process completed, {number: state_dict} on the
+        # CPU, so that the refit scores that model instead of training it again.
+        self.best_weights: dict[int, dict] = {}
+        self._best_value: float | None = None
 
     def __call__(self, trial: optuna.Trial) -> float:
         # First of all, who runs this trial: if this process dies, the next run can tell.
@@ -91,7 +95,21 @@ class Objective:
 
         torch.manual_seed(run_config.train.seed)
         model = build_model(run_config.model, self.data.input_shape, self.data.n_classes)
-        return fit(model, self.data, run_config.train, on_epoch_end=on_epoch_end)
+        history = fit(model, self.data, run_config.train, on_epoch_end=on_epoch_end)
+        self._keep_if_best(trial.number, model, history)
+        return history
+
+    def _keep_if_best(self, number: int, model, history) -> None:
+        value = history.best.get(self.metric, math.nan)
+        if history.stop_reason == "callback" or not math.isfinite(value):
+            return  # pruned or failed: never the study's best trial
+        maximize = self.config.study.resolved_direction == "maximize"
+        if self._best_value is not None and (value <= self._best_value if maximize
+                                             else value >= self._best_value):
+            return  # ties keep the earlier trial, as Optuna's best_trial does
+        self._best_value = value
+        self.best_weights = {number: {k: v.detach().to("cpu", copy=True)
+                                      for k, v in model.state_dict().items()}}
 
     def _finish(self, trial: optuna.Trial, history, run) -> float:
         pruned = history.stop_reason == "callback"

@@ -27,7 +27,7 @@ from trickopt.study.progress import Progress
 from trickopt.study.recovery import close_orphan_runs, fail_dead_trials
 from trickopt.study.storage import describe_storage, open_storage
 from trickopt.study.tracking_start import start_tracker, tracking_uri
-from trickopt.train import evaluate, fit, refit
+from trickopt.train import evaluate, fit, refit, resolve_device
 
 PARENT_ATTR = "mlflow_parent_run_id"
 METRIC_ATTR = "metric"
@@ -103,6 +103,7 @@ def _run(config: StudyConfig, study: optuna.Study, storage, data, tracker, progr
     print(f"study {config.study.name!r}: {len(study.trials)} trials so far in "
           f"{result.storage}" + (f"; retrying trials {result.recovered_trials} of a dead worker"
                                  if result.recovered_trials else ""), file=out, flush=True)
+    kept: dict[int, dict] = {}  # the best trial's weights, where this process trained it
     try:
         if config.study.workers == 1:
             if config.train.threads is None:
@@ -110,7 +111,7 @@ def _run(config: StudyConfig, study: optuna.Study, storage, data, tracker, progr
 
                 torch.set_num_threads(threads_per_worker(1))
             optimize_here(config, study, tracker, config.study.n_trials, progress=progress,
-                          data=data, parent=parent)
+                          data=data, parent=parent, kept=kept)
         else:
             if parent is not None:
                 parent.publish()  # the workers read the parent run's id from the study
@@ -126,7 +127,7 @@ def _run(config: StudyConfig, study: optuna.Study, storage, data, tracker, progr
 
         folder = send_parent_plots(tracker, study, result.importances)  # drawn during the refit
     if not result.interrupted and result.states.get("COMPLETE"):
-        _refit(config, study, data, tracker, result)
+        _refit(config, study, data, tracker, result, kept)
     if tracker is not None:
         from trickopt.study.report import log_parent_summary
 
@@ -168,16 +169,21 @@ def open_study(config: StudyConfig):
 
 
 def optimize_here(config: StudyConfig, study: optuna.Study, tracker, n_trials: int, *,
-                  progress: bool, data=None, parent: ParentLink | None = None) -> None:
-    """Run `n_trials` trials in this process (one worker)."""
+                  progress: bool, data=None, parent: ParentLink | None = None,
+                  kept: dict | None = None) -> None:
+    """Run `n_trials` trials in this process (one worker). `kept`, where given, receives the
+    best trial's weights ({number: state_dict}) for the refit."""
     data = data if data is not None else load_data(config.data)
     bar = Progress(n_trials, study, enabled=progress)
     callbacks = [bar] + ([parent.after_trial] if parent is not None else [])
+    objective = Objective(config, data, tracker)
     try:
-        study.optimize(Objective(config, data, tracker), n_trials=n_trials,
-                       timeout=config.study.timeout, catch=(Exception,), callbacks=callbacks)
+        study.optimize(objective, n_trials=n_trials, timeout=config.study.timeout,
+                       catch=(Exception,), callbacks=callbacks)
     finally:
         bar.close()
+        if kept is not None:
+            kept.update(objective.best_weights)
 
 
 def _optimize_in_workers(config: StudyConfig, study: optuna.Study, progress: bool) -> None:
@@ -319,16 +325,20 @@ def _importances(study: optuna.Study) -> dict[str, float]:
         return {}
 
 
-def _refit(config: StudyConfig, study: optuna.Study, data, tracker,
-           result: StudyResult) -> None:
+def _refit(config: StudyConfig, study: optuna.Study, data, tracker, result: StudyResult,
+           kept: dict[int, dict]) -> None:
     """Score the best trial's model on test, then the seed's merge-the-splits refit."""
     best = study.best_trial
     params, run_config = decided_params(optuna.trial.FixedTrial(best.params), config)
-    # Trials are deterministic for a seed on the CPU, so replaying the best trial rebuilds
-    # its model exactly (the trial itself kept no weights: thousands of trials, no disk).
     torch.manual_seed(run_config.train.seed)
     model = build_model(run_config.model, data.input_shape, data.n_classes)
-    fit(model, data, run_config.train)
+    if best.number in kept:  # trained here: its weights were kept
+        model.load_state_dict(kept[best.number])
+        model.to(resolve_device(run_config.train.device))
+    else:
+        # Trained by another worker, or by an earlier run of a resumed study. Trials are
+        # deterministic for a seed on the CPU, so replaying it rebuilds its model exactly.
+        fit(model, data, run_config.train)
     test_loss, test_accuracy = evaluate(model, data.x_test, data.y_test)
     result.best_trial_test = {"test_loss": test_loss, "test_accuracy": test_accuracy}
     if config.refit == "none":
