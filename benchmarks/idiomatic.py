@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         ("optimize (all trials)", [r.facts["optimize"] for r in a],
          [r.phase("optimize") for r in b]),
         ("importances", [], [r.phase("importances") for r in b]),
-        ("refit (best trial replayed on test + train+val refit + its MLflow run)", [],
+        ("refit (the best trial's kept model scored on test + train+val refit + its run)", [],
          [r.phase("refit") for r in b]),
         ("parent run summary (metrics, study file) + end_parent, sent", [],
          [r.phase("parent_summary") + r.phase("end_parent") for r in b]),

@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
               ("open_tracker: parent-run claim (MLflow is opened in the tracking process)",
                "open_tracker"),
               ("optimize (all trials)", "optimize"), ("importances", "importances"),
-              ("refit (replay of best trial + train+val refit + refit's MLflow run)", "refit"),
+              ("refit (best trial's kept model on test + train+val refit + its run)", "refit"),
               ("parent summary: metrics, study file, importances (sent)", "parent_summary"),
               ("end_parent (sent)", "end_parent"),
               ("waiting for the tracking process: last writes, plots, exit", "tracking_close")]
@@ -221,7 +221,6 @@ def summarize_spy(raw: Path, rate: int, what: str) -> None:
     """Markdown tables from a `py-spy record --threads --format raw` file."""
     threads: collections.Counter = collections.Counter()
     main: collections.Counter = collections.Counter()
-    writer: collections.Counter = collections.Counter()
     for line in raw.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
         if not count.isdigit():
@@ -234,10 +233,6 @@ def summarize_spy(raw: Path, rate: int, what: str) -> None:
                          "other" if len(frames) > 1 else
                          "no Python frame (interpreter start-up / shutdown, native code)")
             main[label] += n
-        elif name == "trickopt-mlflow":
-            call = next((f.split(" (")[0] for f in frames if f.startswith("MlflowClient.")),
-                        "other")
-            writer[call] += n
     total_main = sum(main.values()) or 1
     print(f"\n## Profile: py-spy (non-blocking), {rate} samples/s, all threads, tracking on, "
           f"{what}\n")
@@ -251,13 +246,8 @@ def summarize_spy(raw: Path, rate: int, what: str) -> None:
     print("|---|---:|---:|---:|")
     for label, n in main.most_common():
         print(f"| {label} | {n} | {n / rate:.2f} | {100 * n / total_main:.1f}% |")
-    if writer:
-        print("\nMLflow writer thread (trickopt-mlflow), by MlflowClient call (runs beside the "
-              "main thread; it competes for the GIL and the 2 cores):\n")
-        print("| writer thread: call | samples | seconds |")
-        print("|---|---:|---:|")
-        for call, n in writer.most_common():
-            print(f"| {call} | {n} | {n / rate:.2f} |")
+    print("\nThe tracking process is not sampled; for its time per message type run the "
+          "study with TRICKOPT_TRACKING_TIMINGS=timings.json.")
 
 
 if __name__ == "__main__":
