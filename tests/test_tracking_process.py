@@ -113,3 +113,43 @@ def test_tracking_process_ends_when_the_study_process_is_killed(tmp_path):
             os.killpg(process.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+
+def test_refused_data_leaves_nothing_even_in_process(tmp_path, monkeypatch):
+    # In-process (as a notebook would call it): when main() returns, the store that the
+    # tracking process was preparing aside is already gone.
+    from trickopt.study.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    code = main(["--no-progress", "--set", "data.name=file", "--set", "data.path=none.csv"])
+    assert code == 2
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_parent_run_is_published_while_the_first_trial_runs(tmp_path):
+    """Workers on other machines read the parent run's id from the study: it must be there
+    within an epoch or so, not only after the claimer's first (possibly hour-long) trial."""
+    from recovery_helpers import start_study
+
+    process = start_study(tmp_path, "--n-trials", "1", "--study-name", "tiny",
+                          "--set", "train.max_epochs=200")
+    try:
+        deadline = time.monotonic() + 120
+        published = None
+        while time.monotonic() < deadline and published is None:
+            try:
+                study = _study(tmp_path)
+            except KeyError:
+                time.sleep(0.2)
+                continue
+            trials = study.get_trials(deepcopy=False)
+            if trials and trials[0].state.name == "RUNNING" and len(
+                    trials[0].intermediate_values) >= 5:
+                published = study.user_attrs.get("mlflow_parent_run_id")
+                assert published, "trial 0 is 5 epochs in and the parent run is unpublished"
+            time.sleep(0.2)
+        assert published
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)

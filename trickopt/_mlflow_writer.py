@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 import random
 import shutil
+import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -20,7 +22,13 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from trickopt.tracking import PARENT_TAG, STATUS_OF_STATE, STUDY_TAG
+from trickopt.tracking import (
+    PARENT_TAG,
+    STATUS_OF_STATE,
+    STUDY_TAG,
+    prepared_file,
+    remove_sqlite_file,
+)
 from trickopt.urls import with_installed_driver
 
 log = logging.getLogger("trickopt.tracking")
@@ -28,6 +36,7 @@ log = logging.getLogger("trickopt.tracking")
 PLOTS = ("plot_optimization_history", "plot_intermediate_values", "plot_param_importances",
          "plot_slice")
 SLICE_PARAMS = 6
+RECENT_MS = 60_000  # runs this recent, of trials the snapshot lacks, are a live worker's
 LEGEND_TRIALS = 10  # the learning-curve plot names each trial in its legend up to this many
 
 
@@ -43,6 +52,8 @@ class Writer:
         self.parent_run_id: str | None = None
         self.error: str | None = None
         self.runs: dict[int, str] = {}  # message token -> run id
+        self._warm_up: threading.Thread | None = None
+        self.warm_up_seconds: float | None = None
         self.pending_params: dict[int, dict[str, str]] = {}
 
     def handle(self, token: int, op: str, args: tuple) -> tuple[Any, str | None]:
@@ -68,11 +79,11 @@ class Writer:
         target = _new_sqlite_file(uri)
         if target is None:
             return
-        hidden = target.with_name(f".{target.name}.preparing-{os.getpid()}")
+        hidden = prepared_file(uri, os.getpid())
         try:
             MlflowClient(f"sqlite:///{hidden}").search_experiments(max_results=1)
         except BaseException as exc:  # `open` will create the store itself
-            _remove_sqlite_file(hidden)
+            remove_sqlite_file(hidden)
             if not isinstance(exc, Exception):
                 raise  # SystemExit: this process is being stopped
             log.debug("could not prepare %s: %s", target, exc)
@@ -81,16 +92,18 @@ class Writer:
 
     def discard_prepared(self) -> None:
         if self.prepared is not None:
-            _remove_sqlite_file(self.prepared[2])
+            remove_sqlite_file(self.prepared[2])
             self.prepared = None
 
-    def _open(self, _token: int, uri: str, experiment: str) -> None:
+    def _open(self, _token: int, uri: str, experiment: str, _plots: bool) -> None:
         if self.prepared is not None and self.prepared[0] == uri:
             _, target, hidden = self.prepared
             try:  # a hard link never replaces a file: a store created meanwhile is kept
                 os.link(hidden, target)
             except FileExistsError:
                 pass
+            except OSError as exc:  # no hard links here (some network or FAT file systems)
+                log.debug("could not move the prepared store into place: %s", exc)
             finally:
                 self.discard_prepared()
         self.client = _retry_schema_race(lambda: MlflowClient(with_installed_driver(uri)))
@@ -150,13 +163,16 @@ class Writer:
     def _parent_artifact(self, _token: int, path: str, artifact_path: str | None) -> None:
         self.client.log_artifact(self.parent_run_id, path, artifact_path)
 
-    def _parent_plots(self, _token: int, trials: list, direction: str,
+    def _parent_plots(self, _token: int, trials: bytes, direction: str,
                       importances: dict[str, float], folder: str) -> None:
+        if self._warm_up is not None:
+            self._warm_up.join()  # two threads importing optuna at once can break its imports
+        trials = pickle.loads(trials)
         for path in draw_plots(trials, direction, importances, Path(folder)):
             self.client.log_artifact(self.parent_run_id, str(path), "plots")
 
     def _close_orphans(self, _token: int, study_name: str,
-                       trials: dict[int, tuple[str, str | None]]) -> None:
+                       trials: dict[int, tuple[str, str | None]], taken_ms: int) -> None:
         runs = self.client.search_runs(
             [self.experiment_id],
             filter_string=f"attributes.status = 'RUNNING' and tags.`{STUDY_TAG}` = "
@@ -166,7 +182,8 @@ class Writer:
             if run.data.tags.get(PARENT_TAG) == "true" or run.info.run_id in mine:
                 continue
             number = run.data.tags.get("optuna.trial_number", "")
-            if number.isdigit() and int(number) not in trials:
+            if number.isdigit() and int(number) not in trials \
+                    and run.info.start_time >= taken_ms - RECENT_MS:
                 continue  # a trial newer than the snapshot: a live worker's
             state, reason = trials.get(int(number) if number.isdigit() else -1, ("FAIL", None))
             if state == "RUNNING":
@@ -207,6 +224,18 @@ class Writer:
             return self.client.get_run(run_id).info.experiment_id == self.experiment_id
         except MlflowException:
             return False
+
+    def start_warm_up(self) -> None:
+        """Import the plotting code on a thread: 1.2 s here, needed only at the end."""
+        if self._warm_up is None:
+            self._warm_up = threading.Thread(target=self._timed_warm_up, name="warm-up",
+                                             daemon=True)
+            self._warm_up.start()
+
+    def _timed_warm_up(self) -> None:
+        began = time.perf_counter()
+        self.warm_up_plots()
+        self.warm_up_seconds = time.perf_counter() - began
 
     @staticmethod
     def warm_up_plots() -> None:
@@ -276,14 +305,10 @@ def _reported(importances: dict[str, float]):
     return Reported()
 
 
-def _remove_sqlite_file(path: Path) -> None:
-    for leftover in (path, path.with_name(path.name + "-journal")):  # stopped mid-write
-        leftover.unlink(missing_ok=True)
-
-
 def _new_sqlite_file(uri: str | None) -> Path | None:
     """The file of a `sqlite:///` URI when it does not exist yet (its folder does), else None."""
-    if not uri or not uri.startswith("sqlite:///") or "?" in uri:
+    hidden = prepared_file(uri, 0)
+    if hidden is None:
         return None
     target = Path(uri[len("sqlite:///"):])
     if target.exists() or not target.parent.is_dir():

@@ -26,8 +26,8 @@ import collections
 import itertools
 import multiprocessing
 import os
+import pickle
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -74,6 +74,7 @@ class StudyTracker:
         self.uri: str | None = None
         self.error: str | None = None
         self._closed = False
+        self._prepared: list[str] = []
 
     # -- plumbing ---------------------------------------------------------------------------
     def _send(self, op: str, *args: Any) -> int:
@@ -100,8 +101,10 @@ class StudyTracker:
                 elif time.monotonic() > deadline:
                     self._fail(f"no answer from the tracking store in {REPLY_WAIT_SECONDS} s")
             except (EOFError, OSError):
-                self._fail("the tracking process ended early (a script that calls run_study "
-                           "needs an `if __name__ == \"__main__\":` guard)")
+                self._process.join(timeout=5)
+                self._fail(f"the tracking process ended (exit code {self._process.exitcode}; "
+                           "its error, if any, is printed above. A script that calls "
+                           "run_study needs an `if __name__ == \"__main__\":` guard)")
         value, error = self._replies.pop(token)
         if error is not None:
             self._fail(error)
@@ -120,18 +123,34 @@ class StudyTracker:
         is a SQLite file that does not exist yet, the tracking process creates MLflow's
         tables (about 1.7 s of migrations) in a hidden file beside it, moved into place by
         `open`; `abandon` deletes it, so a study that fails its checks leaves nothing."""
+        self._prepared.append(uri)
         self._send("prepare", uri)
 
-    def open(self, uri: str, experiment: str) -> None:
-        """Connect to the store (creating its tables and the experiment where needed)."""
+    def open(self, uri: str, experiment: str, *, plots: bool = True) -> None:
+        """Connect to the store (creating its tables and the experiment where needed).
+        `plots`: this tracker will draw the study's plots (imports the plotting code ahead)."""
         self.uri = uri
-        self._send("open", uri, experiment)
+        self._send("open", uri, experiment, plots)
 
     def open_parent(self, study_name: str, known_run_id: str | None) -> None:
         """Find or create the study's parent run: the known one on resume, else the run
         tagged as the study's parent, else a new one. Its id: `parent_run_id`."""
         self._parent_token = self._send("open_parent", study_name, known_run_id)
         self._parent_run_id = None
+
+    def parent_run_id_if_known(self) -> str | None:
+        """The parent run's id if its answer has arrived; never waits."""
+        if self._parent_run_id is None and self._parent_token is not None \
+                and self.error is None:
+            try:
+                while self._conn.poll(0):
+                    answered, value, error = self._conn.recv()
+                    self._replies[answered] = (value, error)
+            except (EOFError, OSError):
+                return None  # the next call that waits says what happened
+            if self._parent_token in self._replies:
+                return self.parent_run_id
+        return self._parent_run_id
 
     @property
     def parent_run_id(self) -> str | None:
@@ -164,15 +183,23 @@ class StudyTracker:
                          folder: str | Path) -> None:
         """Draw the study's plots from `trials` (FrozenTrials) in the tracking process and log
         them to the parent run under plots/."""
-        self._send("parent_plots", trials, direction, importances, str(folder))
+        # Pickled here and unpickled by the handler: unpickling them on receipt would import
+        # optuna on the receiving thread while the warm-up thread may be importing it too.
+        self._send("parent_plots", pickle.dumps(trials), direction, importances, str(folder))
 
-    def close_orphan_runs(self, study_name: str, trials: dict[int, tuple[str, str | None]]):
+    def close_orphan_runs(self, study_name: str, trials: dict[int, tuple[str, str | None]],
+                          taken_ms: int) -> None:
         """Close as FAILED each of the study's child runs left RUNNING whose trial, in
-        `trials` ({number: (state name, stop_reason)}), is no longer running."""
-        self._send("close_orphans", study_name, trials)
+        `trials` ({number: (state name, stop_reason)}, a snapshot taken at `taken_ms`), is no
+        longer running. A recent run of a trial the snapshot lacks is a live worker's."""
+        self._send("close_orphans", study_name, trials, taken_ms)
 
     def remove_folder(self, folder: str | Path) -> None:
         """Delete `folder` once the artifacts sent before this call are logged."""
+        if self.error is not None:
+            import shutil
+
+            shutil.rmtree(folder, ignore_errors=True)  # nothing will read it
         self._send("remove_folder", str(folder))
 
     def end_parent(self, status: str = "FINISHED") -> None:
@@ -201,11 +228,19 @@ class StudyTracker:
         self._conn.close()
 
     def abandon(self) -> None:
-        """Stop the tracking process without writing anything (set-up failed first). Returns
-        at once: the process exits when it reads end-of-file, or when this interpreter exits
-        (multiprocessing terminates it; it deletes its hidden store file either way)."""
+        """Stop the tracking process without writing anything (set-up failed first); it
+        deletes a store it was preparing before it exits."""
         self._closed = True
         self._conn.close()
+        self._process.terminate()  # SIGTERM: handled, it unwinds and cleans up
+        self._process.join(timeout=10)
+        if self._process.is_alive():
+            self._process.kill()
+            self._process.join(timeout=10)
+        for uri in self._prepared:  # in case a signal came between two of its steps
+            hidden = prepared_file(uri, self._process.pid)
+            if hidden is not None:
+                remove_sqlite_file(hidden)
 
     @property
     def display_uri(self) -> str:
@@ -220,17 +255,19 @@ class TrialRun:
         self.tracker = tracker
         self._token = tracker._send("start_run", name, _texts(tags), _texts(params))
         self._run_id: str | None = None
+        self._answered = False
         self._pending: list[tuple] = []
         self._last_flush = time.monotonic()
 
     @property
     def run_id(self) -> str | None:
         """The MLflow run id (waits for the tracking process); None where tracking failed."""
-        if self._run_id is None:
+        if not self._answered:
+            self._answered = True  # one answer per message: never wait for it twice
             try:
                 self._run_id = self.tracker._reply(self._token)
             except TrackingFailed:
-                return None
+                self._run_id = None
         return self._run_id
 
     def log_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
@@ -281,35 +318,28 @@ def _serve(conn) -> None:
     logging.basicConfig(format="warning: %(message)s")
     for noisy in ("mlflow", "alembic"):  # "creating tables..." would break a one-line error
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    logging.getLogger("matplotlib").setLevel(logging.ERROR)  # "building the font cache"
     writer = Writer()
     # Where this process's time goes, for benchmarks/tracking_overhead.py: seconds per message
     # type, and seconds spent waiting for messages, written as JSON when it closes.
     timings_path = os.environ.get("TRICKOPT_TRACKING_TIMINGS")
     timings: dict[str, float] = {"started": _process_age()}
-    # The plotting code (1.2 s of imports) is needed only at the end: imported on a thread,
-    # once the store is ready, so that it delays no message.
-    def warm_up() -> None:
-        began = time.perf_counter()
-        writer.warm_up_plots()
-        timings["warm_up_plots (thread)"] = time.perf_counter() - began
-
-    warm_up_thread = threading.Thread(target=warm_up, name="warm-up", daemon=True)
-
     # A trial waits for its run id when it ends, so a new run is created ahead of the
     # metrics and statuses of earlier trials, which wait in `backlog` (written in order, when
     # no message is waiting). Every other message keeps its place after all that came before.
     backlog: collections.deque = collections.deque()
 
-    def run(token: int, op: str, args: tuple) -> bool:
+    replying = [True]  # False once the training process is gone: keep writing, stop answering
+
+    def run(token: int, op: str, args: tuple) -> None:
         began = time.perf_counter()
         value, error = writer.handle(token, op, args)
         timings[op] = timings.get(op, 0.0) + time.perf_counter() - began
-        if token and op in Writer.ANSWERED:
+        if token and op in Writer.ANSWERED and replying[0]:
             try:
                 conn.send((token, value, error))
             except (OSError, ValueError):
-                return False
-        return True
+                replying[0] = False
 
     try:
         while True:
@@ -328,10 +358,11 @@ def _serve(conn) -> None:
             if op != "start_run":
                 while backlog:
                     run(*backlog.popleft())
-            if op == "close" or not run(token, op, args):
+            if op == "close":
                 break
-            if op in ("prepare", "open") and warm_up_thread.ident is None:
-                warm_up_thread.start()
+            run(token, op, args)
+            if op == "open" and args[2]:
+                writer.start_warm_up()  # after the checks passed, and only where plots are drawn
         while backlog:  # the training process is gone; what it sent is still written
             run(*backlog.popleft())
     finally:
@@ -340,11 +371,27 @@ def _serve(conn) -> None:
         import json
 
         timings["ended"] = _process_age()
+        if writer.warm_up_seconds is not None:
+            timings["warm_up_plots (thread)"] = writer.warm_up_seconds
         Path(timings_path).write_text(json.dumps(timings))
     sys.stdout.flush()
     sys.stderr.flush()
     # Every write is committed; skip the interpreter's slow shutdown of mlflow's modules.
     os._exit(0)
+
+
+def prepared_file(uri: str | None, pid: int) -> Path | None:
+    """Where process `pid` prepares the tables of a new SQLite store `uri` (see `prepare`),
+    or None when `uri` is not a SQLite file."""
+    if not uri or not uri.startswith("sqlite:///") or "?" in uri:
+        return None
+    target = Path(uri[len("sqlite:///"):])
+    return target.with_name(f".{target.name}.preparing-{pid}")
+
+
+def remove_sqlite_file(path: Path) -> None:
+    for leftover in (path, path.with_name(path.name + "-journal")):  # stopped mid-write
+        leftover.unlink(missing_ok=True)
 
 
 def _exit_cleanly(signum, frame) -> None:

@@ -84,19 +84,22 @@ def main(argv: list[str] | None = None) -> int:
     # Started before anything else, torch included (the config's validation imports it): the
     # tracking process imports mlflow and prepares a new store meanwhile. It writes nothing
     # before run_study opens it; run_study owns it from there.
-    early = StudyTracker()
     hint = _tracking_uri_hint(args)
-    if hint is not None:
+    early = None
+    if hint is not None:  # None: tracking off, or a file the validation will refuse
+        early = StudyTracker()
         early.prepare(hint)
     try:
         config = load_study_config(args.study_file, _overrides(args))
     except ConfigError as exc:
-        early.abandon()
+        if early is not None:
+            early.abandon()
         for line in exc.errors:
             print(f"error: {line}", file=sys.stderr)
         return 2
     except BaseException:
-        early.abandon()
+        if early is not None:
+            early.abandon()
         raise
     from trickopt.study.tracking_start import start_tracker
 

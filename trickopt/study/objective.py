@@ -45,8 +45,10 @@ def decided_params(trial, config) -> tuple[dict[str, Any], Any]:
 class Objective:
     """The callable Optuna optimizes; one instance serves every trial of a worker."""
 
-    def __init__(self, config, data, tracker):
+    def __init__(self, config, data, tracker, *, on_epoch=None):
+        """`on_epoch()`, where given, runs after every epoch (publishing the parent run)."""
         self.config, self.data, self.tracker = config, data, tracker
+        self.on_epoch = on_epoch
         self.metric = config.study.metric
         self.worker = worker_identity()
         # The weights of the best trial this process completed, {number: state_dict} on the
@@ -86,6 +88,8 @@ class Objective:
             rows.append(metrics)
             if run is not None:
                 run.log_epoch(epoch, {k: metrics[k] for k in EPOCH_METRICS})
+            if self.on_epoch is not None:
+                self.on_epoch()
             best_epoch = metrics["best_epoch"]
             value = rows[best_epoch - 1][metric] if best_epoch else math.nan
             if not math.isfinite(value):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 import warnings
 from pathlib import Path
 
@@ -91,6 +92,7 @@ def _fail_if_dead(trial, storage, study, retry) -> bool:
 def close_orphan_runs(study: optuna.Study, tracker) -> None:
     """Have the tracking process close as FAILED every child run of the study still RUNNING
     whose trial is no longer running (its worker died before it could close the run)."""
+    taken_ms = int(time.time() * 1000)
     trials = {t.number: (t.state.name, t.user_attrs.get("stop_reason"))
               for t in study.get_trials(deepcopy=False)}
-    tracker.close_orphan_runs(study.study_name, trials)
+    tracker.close_orphan_runs(study.study_name, trials, taken_ms)

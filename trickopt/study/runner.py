@@ -8,6 +8,7 @@ created.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import sys
 import time
@@ -27,6 +28,7 @@ from trickopt.study.progress import Progress
 from trickopt.study.recovery import close_orphan_runs, fail_dead_trials
 from trickopt.study.storage import describe_storage, open_storage
 from trickopt.study.tracking_start import start_tracker, tracking_uri
+from trickopt.tracking import STUDY_TAG
 from trickopt.train import evaluate, fit, refit, resolve_device
 
 PARENT_ATTR = "mlflow_parent_run_id"
@@ -61,7 +63,7 @@ class StudyResult:
     tracking_error: str | None = None  # why MLflow tracking stopped, where it did
 
 
-def run_study(config: StudyConfig, *, progress: bool = True, out: TextIO = sys.stdout,
+def run_study(config: StudyConfig, *, progress: bool = True, out: TextIO | None = None,
               tracker=None) -> StudyResult:
     """Run (or resume) the study `config` describes and return what happened.
 
@@ -70,6 +72,7 @@ def run_study(config: StudyConfig, *, progress: bool = True, out: TextIO = sys.s
     Raises (before anything is created): DataError, TrackingError, StorageError.
     """
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    out = out if out is not None else sys.stdout  # looked up now: it may have been replaced
     if tracker is None:
         tracker = start_tracker(config)
     elif not config.tracking.enabled:
@@ -115,6 +118,9 @@ def _run(config: StudyConfig, study: optuna.Study, storage, data, tracker, progr
         else:
             if parent is not None:
                 parent.publish()  # the workers read the parent run's id from the study
+            if tracker is not None and tracker.error is not None:
+                config = dataclasses.replace(  # tracking failed here: it would there too
+                    config, tracking=dataclasses.replace(config.tracking, enabled=False))
             _optimize_in_workers(config, study, progress)
     except KeyboardInterrupt:
         result.interrupted = True
@@ -176,7 +182,8 @@ def optimize_here(config: StudyConfig, study: optuna.Study, tracker, n_trials: i
     data = data if data is not None else load_data(config.data)
     bar = Progress(n_trials, study, enabled=progress)
     callbacks = [bar] + ([parent.after_trial] if parent is not None else [])
-    objective = Objective(config, data, tracker)
+    objective = Objective(config, data, tracker,
+                          on_epoch=parent.publish_if_known if parent is not None else None)
     try:
         study.optimize(objective, n_trials=n_trials, timeout=config.study.timeout,
                        catch=(Exception,), callbacks=callbacks)
@@ -253,13 +260,20 @@ class ParentLink:
             self.study.set_user_attr(self.attr, parent)
         self.study.set_user_attr(PARENT_ATTR, parent)
 
+    def publish_if_known(self) -> None:
+        """Publish without waiting, once the answer is in (called after every epoch, so that
+        workers on other machines find the parent run within an epoch of its creation)."""
+        if not self.done and self.tracker.parent_run_id_if_known() is not None:
+            self.publish()
+
     def after_trial(self, study: optuna.Study, trial) -> None:
         # After a trial's end its run id has come back, and with it (the tracking process
         # answers in order) the parent's: publishing now does not wait.
         self.publish()
 
 
-def open_tracker(config: StudyConfig, study: optuna.Study, storage, tracker) -> ParentLink:
+def open_tracker(config: StudyConfig, study: optuna.Study, storage, tracker, *,
+                 plots: bool = True) -> ParentLink:
     """Connect `tracker` to the store and open the study's parent run, created exactly once.
 
     Workers may start at the same moment, on several machines. The one that creates a marker
@@ -268,7 +282,7 @@ def open_tracker(config: StudyConfig, study: optuna.Study, storage, tracker) -> 
     """
     uri = tracking_uri(config)
     experiment = config.tracking.experiment or config.study.name
-    tracker.open(uri, experiment)
+    tracker.open(uri, experiment, plots=plots)
     key = hashlib.sha1(f"{uri}|{experiment}".encode()).hexdigest()[:12]
     attr = f"{PARENT_ATTR}:{key}"
     known = study.user_attrs.get(attr)
@@ -357,6 +371,7 @@ def _refit(config: StudyConfig, study: optuna.Study, data, tracker, result: Stud
 def _log_refit(tracker, config, trial_number, params, run_config, outcome, result) -> None:
     epochs = result.refit["epochs"]
     run = tracker.start_child("refit", {"trickopt.refit": config.refit,
+                                        STUDY_TAG: config.study.name,
                                         "optuna.trial_number": str(trial_number)},
                               {**params, **flatten_config(run_config), "refit.epochs": epochs,
                                "refit.mode": config.refit})

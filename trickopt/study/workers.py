@@ -96,7 +96,7 @@ def worker_main(config, n_trials: int, gpu: str | None, threads: int) -> None:
         from trickopt.tracking import StudyTracker
 
         tracker = StudyTracker()
-        parent = open_tracker(config, study, storage, tracker)
+        parent = open_tracker(config, study, storage, tracker, plots=False)  # the coordinator's
     try:
         optimize_here(config, study, tracker, n_trials, progress=False, parent=parent)
     except KeyboardInterrupt:
