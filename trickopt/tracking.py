@@ -361,8 +361,9 @@ def _serve(conn) -> None:
             if op == "close":
                 break
             run(token, op, args)
-            if op == "open" and args[2]:
-                writer.start_warm_up()  # after the checks passed, and only where plots are drawn
+            if op == "prepare" or (op == "open" and args[2]):
+                # Only the study's coordinator prepares a store or draws plots; workers don't.
+                writer.start_warm_up()
         while backlog:  # the training process is gone; what it sent is still written
             run(*backlog.popleft())
     finally:
