@@ -1,228 +1,152 @@
-"""Against the idiomatic objective: is `python -m trickopt.study` at least as fast as the
-Optuna objective users write today, for the same study budget?
+"""Against the idiomatic objective: `python -m trickopt.study` and the Optuna objective users
+write today, for the same budget: whole command and optimize phase.
 
-Question: a user who would otherwise copy Optuna's official `pytorch_simple.py` example runs
-`python -m trickopt.study` instead, with tracking and the refit on. Does the whole command take
-longer? Goal: wall(b) / wall(a) <= 1.00 (median of interleaved repetitions).
+Budget: digits (60/20/20 stratified, seed 0, z-scored on train), 100 trials of <= 10 epochs,
+batch 128, TPE seed 0, MedianPruner, an MLP of 1-3 layers of 4-128 units, dropout 0.2-0.5, lr
+1e-5-1e-1 log-uniform. Each command runs in a fresh temporary folder, the order rotating.
 
-Same budget on both sides: digits (sklearn, split 60/20/20 stratified, seed 0, z-scored on
-train), 100 trials of at most 10 epochs, batch 128, TPE with seed 0, MedianPruner with Optuna's
-defaults (5 start-up trials, no warm-up), an MLP of 1-3 hidden layers of 4-128 units with
-dropout 0.2-0.5, lr 1e-5-1e-1 log-uniform, torch's default thread count.
-
-* (a) `python benchmarks/idiomatic_objective.py`: the example, line for line, ported to
-  digits: DataLoader over a TensorDataset (shuffle), per-batch `.sum().item()` in validation,
-  `trial.report(accuracy, epoch)` + `should_prune()`, in-memory storage, no tracking;
-  optimizer Adam / RMSprop / SGD; a width and a dropout per layer.
-* (b) `python -m trickopt.study benchmarks/idiomatic_budget.yaml`: trickopt's defaults for
-  everything the file does not fix: MLflow tracking ON (./mlflow.db), journal storage
-  (./trickopt.journal), progress bar on stderr, refit train_val (the best trial is replayed and
-  scored on test, then refit on train+val). Optimizer sgd / adam / adamw (trickopt has no
-  RMSprop), one width and one dropout for all layers, metric val_accuracy; every other trick
-  fixed off (no norm, no L1/L2, constant lr, stopper none, SGD momentum 0 as torch's default).
-
-Each command runs as a subprocess in a fresh temporary directory, timed from outside (imports,
-MLflow's database creation and interpreter shutdown included); the order alternates a, b, a,
-b, ... (b, a, ... on odd repetitions). (b) runs through benchmarks/phase_clock.py, which times
-its phases (set-up, optimize, refit, parent summary) without changing what it does; (a)
-reports the time of its own `study.optimize` call.
+* (a) `--objective`: Optuna's pytorch_simple.py example line for line, on digits: a shuffled
+  DataLoader, a `.sum().item()` per validation batch, report + should_prune each epoch,
+  in-memory storage, no tracking, Adam / RMSprop / SGD, a width and dropout per layer; plus
+  the split above, a seeded TPE, `torch.manual_seed(0)` and no timeout, to share the budget.
+* (b) `python -m trickopt.study benchmarks/idiomatic_budget.yaml`: MLflow tracking on (a fresh
+  ./mlflow.db), journal storage, progress bar, refit train_val; sgd / adam / adamw.
+* (b') = (b) + `--set KEY=VALUE` for each --also, e.g. tracking.enabled=false.
 
 Run:
-    python benchmarks/idiomatic.py                 # 100 trials, R=3 (about 5 minutes here)
-    python benchmarks/idiomatic.py --repeats 5
-    python benchmarks/idiomatic.py --also tracking.enabled=false   # + (b') without MLflow
-    python benchmarks/idiomatic.py --quick         # 3 trials of 2 epochs, R=1, for CI
+    python benchmarks/idiomatic.py --repeats 5 --also tracking.enabled=false
+    python benchmarks/idiomatic.py --quick       # 3 trials of 2 epochs, 1 repetition
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import time
 
-from study_runs import (
-    HERE,
-    load_average,
-    machine_facts,
-    med,
-    median,
-    parse_summary,
-    run_command,
-    study_command,
-    wait_quiet,
-)
+from common import HERE, compare_commands, machine_facts, study_command
 
-GOAL = 1.00
-OBJECTIVE = HERE / "idiomatic_objective.py"
+STARTED = time.perf_counter()
 BUDGET = HERE / "idiomatic_budget.yaml"
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n-trials", type=int, default=100, help="trials per study (100)")
     parser.add_argument("--epochs", type=int, default=10, help="max epochs per trial (10)")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved repetitions (3)")
     parser.add_argument("--also", action="append", default=[], metavar="KEY=VALUE",
-                        help="also run (b') = (b) + --set KEY=VALUE (repeatable), interleaved, "
-                             "e.g. tracking.enabled=false or train.threads=1")
-    parser.add_argument("--max-load", type=float, default=None,
-                        help="before each run, wait (up to 10 min) for the 1-min load average "
-                             "to fall below this")
-    parser.add_argument("--quick", action="store_true",
-                        help="3 trials of 2 epochs, 1 repetition: checks that it runs")
-    args = parser.parse_args(argv)
+                        help="also run (b') = (b) + --set KEY=VALUE (repeatable)")
+    parser.add_argument("--objective", action="store_true",
+                        help="run side (a) itself, once, in this process")
+    parser.add_argument("--quick", action="store_true", help="3 trials of 2 epochs, R=1")
+    args = parser.parse_args()
     if args.quick:
         args.n_trials, args.epochs, args.repeats = 3, 2, 1
     if min(args.n_trials, args.epochs, args.repeats) < 1:
-        parser.error("--n-trials, --epochs and --repeats must be >= 1")
+        parser.error(f"--n-trials, --epochs, --repeats must be >= 1; got {vars(args)}")
     return args
 
 
-def run_a(args: argparse.Namespace):
-    run = run_command("a", [sys.executable, str(OBJECTIVE), "--n-trials", str(args.n_trials),
-                            "--epochs", str(args.epochs)]).check()
-    facts = json.loads(run.stdout.strip().splitlines()[-1])
-    run.facts = {"COMPLETE": facts["complete"], "PRUNED": facts["pruned"],
-                 "best_value": facts["best_value"], "epochs": facts["epochs"],
-                 "optimize": facts["optimize_seconds"], "threads": facts["torch_threads"]}
-    return run
+def idiomatic_objective(n_trials: int, epochs: int) -> None:
+    """Side (a): optuna-examples' pytorch/pytorch_simple.py, ported to digits."""
+    import optuna
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as F
+    import torch.optim as optim
+    import torch.utils.data
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+    from sklearn.preprocessing import StandardScaler
+
+    device = torch.device("cpu")
+    x, y = load_digits(return_X_y=True)
+    x_rest, _, y_rest, _ = train_test_split(x.astype("float32"), y, test_size=0.2, stratify=y,
+                                            random_state=0)
+    x_train, x_valid, y_train, y_valid = train_test_split(x_rest, y_rest, test_size=0.25,
+                                                          stratify=y_rest, random_state=0)
+    scaler = StandardScaler().fit(x_train)
+    train, valid = (torch.utils.data.TensorDataset(
+        torch.tensor(scaler.transform(a), dtype=torch.float32), torch.tensor(b))
+        for a, b in ((x_train, y_train), (x_valid, y_valid)))
+
+    def define_model(trial):
+        n_layers = trial.suggest_int("n_layers", 1, 3)
+        layers, in_features = [], 8 * 8
+        for i in range(n_layers):
+            out_features = trial.suggest_int(f"n_units_l{i}", 4, 128)
+            layers += [nn.Linear(in_features, out_features), nn.ReLU(),
+                       nn.Dropout(trial.suggest_float(f"dropout_l{i}", 0.2, 0.5))]
+            in_features = out_features
+        return nn.Sequential(*layers, nn.Linear(in_features, 10), nn.LogSoftmax(dim=1))
+
+    def objective(trial):
+        model = define_model(trial).to(device)
+        optimizer_name = trial.suggest_categorical("optimizer", ["Adam", "RMSprop", "SGD"])
+        lr = trial.suggest_float("lr", 1e-5, 1e-1, log=True)
+        optimizer = getattr(optim, optimizer_name)(model.parameters(), lr=lr)
+        train_loader = torch.utils.data.DataLoader(train, batch_size=128, shuffle=True)
+        valid_loader = torch.utils.data.DataLoader(valid, batch_size=128, shuffle=True)
+        for epoch in range(epochs):
+            model.train()
+            for data, target in train_loader:
+                data, target = data.view(data.size(0), -1).to(device), target.to(device)
+                optimizer.zero_grad()
+                loss = F.nll_loss(model(data), target)
+                loss.backward()
+                optimizer.step()
+            model.eval()
+            correct = 0
+            with torch.no_grad():
+                for data, target in valid_loader:
+                    data, target = data.view(data.size(0), -1).to(device), target.to(device)
+                    pred = model(data).argmax(dim=1, keepdim=True)
+                    correct += pred.eq(target.view_as(pred)).sum().item()
+            accuracy = correct / len(valid_loader.dataset)
+            trial.report(accuracy, epoch)
+            if trial.should_prune():
+                raise optuna.exceptions.TrialPruned()
+        return accuracy
+
+    torch.manual_seed(0)
+    study = optuna.create_study(direction="maximize",
+                                sampler=optuna.samplers.TPESampler(seed=0),
+                                pruner=optuna.pruners.MedianPruner())
+    began = time.perf_counter() - STARTED
+    study.optimize(objective, n_trials=n_trials)
+    ended = time.perf_counter() - STARTED
+    if os.environ.get("TRICKOPT_PHASES"):  # seconds since this script started
+        with open(os.environ["TRICKOPT_PHASES"], "w") as handle:
+            json.dump({"optimize": [[began, ended]], "main_end": [[ended, ended]]}, handle)
+    states = [t.state.name.lower() for t in study.trials]
+    print(f"trials: {', '.join(f'{states.count(s)} {s}' for s in sorted(set(states)))}")
+    print(f"best val_accuracy: {study.best_value} (trial {study.best_trial.number})")
+    print(f"epochs trained: {sum(len(t.intermediate_values) for t in study.trials)}")
 
 
-def run_b(args: argparse.Namespace, also: list[str] = ()):
-    extra = [] if args.epochs == 10 else ["--set", f"train.max_epochs={args.epochs}"]
-    extra += [x for kv in also for x in ("--set", kv)]
-    run = run_command("b", study_command(str(BUDGET), "--n-trials", str(args.n_trials),
-                                         *extra)).check()
-    summary = parse_summary(run.stdout)
-    run.facts = {"COMPLETE": summary.get("complete", 0), "PRUNED": summary.get("pruned", 0),
-                 "best_value": summary.get("best_value", float("nan")),
-                 "epochs": summary.get("epochs", 0), "optimize": run.phase("optimize"),
-                 "threads": run.info.get("torch_threads_after_optimize"),
-                 "refit_epochs": summary.get("refit_epochs")}
-    return run
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    sides = ["a", "b"] + (["b'"] if args.also else [])
-    machine_facts("trickopt vs the idiomatic Optuna objective: one study, whole command", [
-        f"budget: digits, {args.n_trials} trials x <= {args.epochs} epochs, batch 128, TPE "
-        "seed 0, MedianPruner(n_startup_trials=5, n_warmup_steps=0)",
-        f"(a) `python benchmarks/idiomatic_objective.py --n-trials {args.n_trials}` "
-        "(Optuna's pytorch_simple.py on digits; in-memory, no tracking)",
-        f"(b) `python -m trickopt.study benchmarks/idiomatic_budget.yaml --n-trials "
-        f"{args.n_trials}` (MLflow tracking on, ./mlflow.db; journal storage; refit "
-        "train_val; progress bar on), through benchmarks/phase_clock.py",
-        f"{args.repeats} repetitions, interleaved ({', '.join(sides)}; the order reversed "
-        "every other repetition), each run in a fresh temp dir"])
-    runs: dict[str, list] = {side: [] for side in sides}
-    loads = []
-    for rep in range(args.repeats):
-        for side in sides if rep % 2 == 0 else list(reversed(sides)):
-            wait_quiet(args.max_load)
-            runs[side].append(run_a(args) if side == "a" else
-                              run_b(args, args.also if side == "b'" else ()))
-            print(f"(rep {rep + 1} {side}: {runs[side][-1].wall:.1f} s, load "
-                  f"{runs[side][-1].load})", file=sys.stderr, flush=True)
-        loads.append(load_average())
-
-    a, b = runs["a"], runs["b"]
-    print("| rep | (a) idiomatic, s | (b) trickopt, s | (b)/(a) | (b) minus its refit / (a) "
-          "| (b) optimize / (a) optimize | load average after |")
-    print("|---:|---:|---:|---:|---:|---:|---|")
-    ratio, ratio_norefit, ratio_opt = [], [], []
-    for i, (ra, rb) in enumerate(zip(a, b)):
-        ratio.append(rb.wall / ra.wall)
-        ratio_norefit.append((rb.wall - rb.phase("refit")) / ra.wall)
-        ratio_opt.append(rb.facts["optimize"] / ra.facts["optimize"])
-        print(f"| {i + 1} | {ra.wall:.1f} | {rb.wall:.1f} | {ratio[-1]:.3f} | "
-              f"{ratio_norefit[-1]:.3f} | {ratio_opt[-1]:.3f} | {loads[i]} |")
-    print(f"| median (min–max) | {med([r.wall for r in a], '{:.1f}')} | "
-          f"{med([r.wall for r in b], '{:.1f}')} | {med(ratio, '{:.3f}')} | "
-          f"{med(ratio_norefit, '{:.3f}')} | {med(ratio_opt, '{:.3f}')} | |")
-
-    print("\nWhere the time goes, seconds, median (min–max) over the repetitions "
-          "(phases of (b) from phase_clock.py; (a) times its own study.optimize):\n")
-    print("| phase | (a) idiomatic | (b) trickopt |")
-    print("|---|---:|---:|")
-    rows = [
-        ("start-up: interpreter, imports, data, study, MLflow store and parent run",
-         [r.wall - r.facts["optimize"] for r in a],  # (a): everything but optimize
-         [r.phase("imports_done") + r.phase("load_data") + r.phase("open_study")
-          + r.phase("open_tracker") for r in b]),
-        ("  of which open_tracker (the parent-run claim; MLflow is opened by the tracking "
-         "process, in parallel)", [],
-         [r.phase("open_tracker") for r in b]),
-        ("optimize (all trials)", [r.facts["optimize"] for r in a],
-         [r.phase("optimize") for r in b]),
-        ("importances", [], [r.phase("importances") for r in b]),
-        ("refit (the best trial's kept model scored on test + train+val refit + its run)", [],
-         [r.phase("refit") for r in b]),
-        ("parent run summary (metrics, study file) + end_parent, sent", [],
-         [r.phase("parent_summary") + r.phase("end_parent") for r in b]),
-        ("waiting for the tracking process (its last writes, the plots, its exit)", [],
-         [r.phase("tracking_close") for r in b]),
-        ("CLI before run_study's set-up (config, lazy imports)", [],
-         [r.phases["load_data"][0][0] - r.phase("imports_done") for r in b]),
-        ("after main() returned (interpreter shutdown)", [], [r.after("main_end") for r in b]),
-        ("the rest (gaps between phases, summary print)", [],
-         [r.wall - r.phase("imports_done") - r.phase("load_data") - r.phase("open_study")
-          - r.phase("open_tracker") - r.phase("optimize") - r.phase("importances")
-          - r.phase("refit") - r.phase("parent_summary") - r.phase("end_parent")
-          - r.phase("tracking_close")
-          - (r.phases["load_data"][0][0] - r.phase("imports_done")) - r.after("main_end")
-          for r in b]),
-        ("whole command", [r.wall for r in a], [r.wall for r in b]),
-    ]
-    for name, va, vb in rows:
-        print(f"| {name} | {med(va) if va else '—'} | {med(vb) if vb else '—'} |")
-
-    print("\nFor context (median over repetitions; identical across repetitions when the "
-          "runs are deterministic):\n")
-    print("| side | trials complete | trials pruned | epochs trained | best val accuracy | "
-          "optimize s per trained epoch | torch threads |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
-    for name, side in (("(a) idiomatic", a), ("(b) trickopt", b)):
-        f = [r.facts for r in side]
-        per_epoch = [x["optimize"] / x["epochs"] if x["epochs"] else float("nan") for x in f]
-        complete = sorted({x["COMPLETE"] for x in f})
-        pruned = sorted({x["PRUNED"] for x in f})
-        epochs = sorted({x["epochs"] for x in f})
-        best = sorted({round(x["best_value"], 4) for x in f})
-        print(f"| {name} | {'/'.join(map(str, complete))} | {'/'.join(map(str, pruned))} | "
-              f"{'/'.join(map(str, epochs))} | {'/'.join(f'{v:.4f}' for v in best)} | "
-              f"{med(per_epoch, '{:.4f}')} | {f[0]['threads']} |")
-
+def main() -> None:
+    args = parse_args()
+    if args.objective:
+        idiomatic_objective(args.n_trials, args.epochs)
+        return
+    trickopt = [str(BUDGET), "--n-trials", str(args.n_trials)]
+    trickopt += ["--set", f"train.max_epochs={args.epochs}"] if args.epochs != 10 else []
+    sides = {
+        "(a) idiomatic": [sys.executable, str(HERE / "idiomatic.py"), "--objective", "--n-trials",
+                          str(args.n_trials), "--epochs", str(args.epochs)],
+        "(b) trickopt": study_command(*trickopt)}
     if args.also:
-        b1 = runs["b'"]
-        shown = " ".join(f"--set {kv}" for kv in args.also)
-        print(f"\nWhat we tried: (b') = (b) + `{shown}`, interleaved with (a) and (b):\n")
-        print("| rep | (b') s | (b')/(a) | (b')/(b) | (b') optimize / (a) optimize | "
-              "(b') optimize s per trained epoch |")
-        print("|---:|---:|---:|---:|---:|---:|")
-        r1 = [x.wall / y.wall for x, y in zip(b1, a)]
-        r2 = [x.wall / y.wall for x, y in zip(b1, b)]
-        r3 = [x.facts["optimize"] / y.facts["optimize"] for x, y in zip(b1, a)]
-        pe = [x.facts["optimize"] / x.facts["epochs"] for x in b1]
-        for i, x in enumerate(b1):
-            print(f"| {i + 1} | {x.wall:.1f} | {r1[i]:.3f} | {r2[i]:.3f} | {r3[i]:.3f} | "
-                  f"{pe[i]:.4f} |")
-        print(f"| median (min–max) | {med([x.wall for x in b1], '{:.1f}')} | "
-              f"{med(r1, '{:.3f}')} | {med(r2, '{:.3f}')} | {med(r3, '{:.3f}')} | "
-              f"{med(pe, '{:.4f}')} |")
-        print(f"\n(b') trials: {b1[0].facts['COMPLETE']} complete, {b1[0].facts['PRUNED']} "
-              f"pruned, {b1[0].facts['epochs']} epochs, best {b1[0].facts['best_value']:.4f}; "
-              f"threads {b1[0].facts['threads']}.")
-
-    value = median(ratio)
-    verdict = "meets" if value <= GOAL else "misses"
-    if args.quick:
-        verdict = "--quick is too small for a verdict on"
-    print(f"\n(b)/(a) = {value:.3f}: {verdict} the goal of <= {GOAL:.2f}.")
-    print(f"Load average at end: {load_average()}")
-    return 0
+        sides["(b') trickopt " + " ".join(args.also)] = study_command(
+            *trickopt, *[x for kv in args.also for x in ("--set", kv)])
+    machine_facts("trickopt against the idiomatic Optuna objective, same budget", [
+        f"{args.n_trials} trials x <= {args.epochs} epochs; repetitions: {args.repeats}, "
+        "interleaved, each run in a fresh temporary folder",
+        *[f"{name}: `{' '.join(argv[1:])}`" for name, argv in sides.items()]])
+    compare_commands(sides, args.repeats)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

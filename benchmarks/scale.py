@@ -1,184 +1,130 @@
-"""Trials per hour with 1 and 2 worker processes on PostgreSQL, on this machine.
+"""Scale: trials per hour with K worker processes on one machine, on PostgreSQL.
 
-Question: `python -m trickopt.study --workers K` runs K processes on one study. On a small
-CPU machine (2 cores here), does K=2 finish more trials per hour than K=1? trickopt gives each
-of K > 1 workers cores // K torch threads (trickopt/study/workers.py: threads_per_worker); with
-K=1 the trials run in the calling process with torch's default thread count (one per core).
-
-Both sides run the built-in default study (digits CNN, all tricks, max 30 epochs, TPE,
-median pruner, refit train_val) for the same N trials, Optuna storage on a fresh PostgreSQL
-database each run (a throwaway server from tests/postgres_server.py, on this machine), MLflow
-tracking to a second fresh PostgreSQL database (`--tracking pg`, the default) or off
-(`--tracking off`). Order alternates K=1, K=2 / K=2, K=1. Whole commands are timed from
-outside; benchmarks/phase_clock.py times the optimize phase inside (for K=2: spawning the
-workers, their imports and set-up, and all their trials). trials/hour = N / seconds * 3600.
-K=2's workers use other sampler seeds (seed + 1000 * (i + 1), see workers._for_worker), so the
-two sides train different trials: epochs trained per hour is reported beside trials per hour.
+Each side runs the built-in default study for N trials, `python -m trickopt.study --workers K`,
+Optuna on a fresh PostgreSQL database each run and MLflow on another (`--tracking pg`) or off.
+The server is a throwaway one on loopback from Debian's binaries. K > 1 workers use other
+sampler seeds (different trials), so epochs per hour is shown beside trials per hour, both
+over the optimize phase; ratios are to the first K, per repetition.
 
 Run:
-    python benchmarks/scale.py                       # N=24, R=2, tracking to PostgreSQL
-    python benchmarks/scale.py --tracking off
-    python benchmarks/scale.py --workers 1 2 1t2     # + one worker with 2 torch threads
-    python benchmarks/scale.py --quick               # N=2, 3 epochs, R=1, tracking off, CI
-Needs PostgreSQL's server binaries (apt-get install postgresql) and psycopg; run as root or
-as a user that may start postgres (see tests/postgres_server.py).
+    python benchmarks/scale.py --workers 1 2 1t2   # KtT: K workers, --set train.threads=T
+    python benchmarks/scale.py --quick             # 2 trials of 3 epochs, tracking off
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
+import contextlib
+import glob
+import itertools
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
-from study_runs import (
-    REPO,
-    load_average,
+from common import (
+    interleave,
     machine_facts,
-    med,
-    median,
-    parse_summary,
+    print_table,
     run_command,
     study_command,
-    wait_quiet,
+    throughput_table,
 )
 
-sys.path.insert(0, str(REPO / "tests"))
 
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n-trials", type=int, default=24, help="trials per study (24)")
     parser.add_argument("--workers", nargs="+", default=["1", "2"],
-                        help="worker counts to compare (1 2); KtT runs K workers with "
-                             "--set train.threads=T, e.g. 1t2 (one worker, 2 torch threads)")
+                        help="K or KtT (K workers with train.threads=T); default 1 2")
     parser.add_argument("--repeats", type=int, default=2, help="interleaved repetitions (2)")
     parser.add_argument("--tracking", choices=("pg", "off"), default="pg",
-                        help="MLflow tracking to a fresh PostgreSQL database (pg) or off")
-    parser.add_argument("--set", dest="overrides", action="append", default=[],
-                        metavar="KEY=VALUE", help="passed to every run")
-    parser.add_argument("--max-load", type=float, default=None,
-                        help="before each run, wait (up to 10 min) for the 1-min load average "
-                             "to fall below this")
-    parser.add_argument("--quick", action="store_true",
-                        help="2 trials of 3 epochs, 1 repetition: checks that it runs")
-    args = parser.parse_args(argv)
-    if args.quick:  # tracking off: MLflow's schema migrations on PostgreSQL take seconds
+                        help="MLflow on a fresh PostgreSQL database (pg) or off")
+    parser.add_argument("--quick", action="store_true", help="2 trials of 3 epochs, R=1")
+    args = parser.parse_args()
+    if args.quick:  # tracking off: MLflow's migrations on PostgreSQL take seconds
         args.n_trials, args.repeats, args.tracking = 2, 1, "off"
-        args.overrides = ["train.max_epochs=3", *args.overrides]
-    try:
-        parsed = [_variant(v) for v in args.workers]
-    except ValueError:
-        parser.error(f"--workers: K or KtT with integers, e.g. 1 2 1t2; got {args.workers}")
-    if min(args.n_trials, args.repeats, *(x for kt in parsed for x in kt if x is not None)) < 1:
-        parser.error("--n-trials, --repeats and --workers must be >= 1")
+    bad = [w for w in args.workers if not all(p.isdigit() and int(p) > 0
+                                              for p in w.split("t", 1))]
+    if bad or min(args.n_trials, args.repeats) < 1:
+        parser.error(f"--workers must be K or KtT, --n-trials and --repeats >= 1; got "
+                     f"{args.workers}, {args.n_trials}, {args.repeats}")
     return args
 
 
-def _variant(label: str) -> tuple[int, int | None]:
-    """'2' -> (2, None): trickopt's own thread choice; '1t2' -> (1, 2): train.threads=2."""
-    k, _, t = label.partition("t")
-    return int(k), (int(t) if t else None)
+@contextlib.contextmanager
+def postgres() -> Iterator[Callable[[], str] | None]:
+    """A throwaway server on loopback (trust auth, fsync off); yields a function that creates
+    a fresh database and returns its URL, or None where the binaries are missing."""
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    if not found:
+        yield None
+        return
+    bindir, root = Path(found[-1]).parent, Path(tempfile.mkdtemp(prefix="trickopt-pg-"))
+    as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    if as_postgres:  # initdb refuses to run as root
+        shutil.chown(root, "postgres", "postgres")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = str(probe.getsockname()[1])
+    names = itertools.count()
 
+    def run(tool: str, *args: str) -> None:
+        subprocess.run([*as_postgres, str(bindir / tool), *args], check=True,
+                       capture_output=True, timeout=120)
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    from postgres_server import PostgresServer, binaries
+    def new_database() -> str:
+        name = f"bench_{next(names)}"
+        run("createdb", "-h", "127.0.0.1", "-p", port, "-U", "postgres", name)
+        return f"postgresql://postgres@127.0.0.1:{port}/{name}"
 
-    from trickopt.study.workers import cores_available, threads_per_worker
-
-    bindir = binaries()
-    if bindir is None:
-        print("| benchmark | result |\n|---|---|\n| scale | skipped: PostgreSQL server "
-              "binaries not found (apt-get install postgresql) |")
-        return 0
-    server = PostgresServer(bindir)
-    server.start()
+    run("initdb", "-D", f"{root}/data", "-U", "postgres", "-A", "trust", "--no-sync")
+    run("pg_ctl", "-D", f"{root}/data", "-l", f"{root}/log", "-w", "start", "-o",
+        f"-p {port} -c listen_addresses=127.0.0.1 -k {root} -c fsync=off -c max_connections=200")
     try:
-        return measure(args, server, cores_available(), threads_per_worker)
+        yield new_database
     finally:
-        server.stop()
+        run("pg_ctl", "-D", f"{root}/data", "-m", "immediate", "stop")
+        shutil.rmtree(root, ignore_errors=True)
 
 
-def measure(args, server, cores: int, threads_per_worker) -> int:
-    sets = [x for o in args.overrides for x in ("--set", o)]
+def threads(label: str) -> str:
+    """KtT: T; K: what trickopt gives each of K workers when train.threads is unset."""
+    from trickopt.study.workers import threads_per_worker
 
-    def command(label: str) -> tuple[list[str], str]:
-        k, threads = _variant(label)
-        storage = server.new_database()
-        tracking = (["--tracking-uri", server.new_database()] if args.tracking == "pg"
-                    else ["--set", "tracking.enabled=false"])
-        fixed = [] if threads is None else ["--set", f"train.threads={threads}"]
-        argv = ["--storage", storage, "--workers", str(k), "--n-trials", str(args.n_trials),
-                "--no-progress", *tracking, *sets, *fixed]
-        shown = " ".join(a if "postgresql://" not in a else "postgresql://…/FRESH_DB"
-                         for a in argv)
-        return study_command(*argv), shown
+    k, _, t = label.partition("t")
+    return t or str(threads_per_worker(int(k)))
 
-    machine_facts("Trials per hour, 1 vs 2 worker processes, PostgreSQL storage", [
-        f"`python -m trickopt.study --storage postgresql://…/FRESH_DB --workers K --n-trials "
-        f"{args.n_trials} --no-progress "
-        + ("--tracking-uri postgresql://…/FRESH_DB2" if args.tracking == "pg"
-           else "--set tracking.enabled=false")
-        + (" " + " ".join(sets) if sets else "") + "` through benchmarks/phase_clock.py",
-        f"PostgreSQL {server.bindir.parent.name} on 127.0.0.1 (tests/postgres_server.py: "
-        "fsync off), same machine; a fresh database per run for Optuna"
-        + (" and another for MLflow" if args.tracking == "pg" else "; MLflow tracking off"),
-        "the built-in default study (digits CNN, all tricks, max 30 epochs, TPE seed 0, "
-        "median pruner, refit train_val)",
-        f"{args.repeats} repetitions, interleaved, K in {args.workers} (KtT: K workers with "
-        "--set train.threads=T)"])
-    runs: dict[str, list] = {k: [] for k in args.workers}
-    loads = []
-    for rep in range(args.repeats):
-        order = args.workers if rep % 2 == 0 else list(reversed(args.workers))
-        for k in order:
-            wait_quiet(args.max_load)
-            argv, shown = command(k)
-            run = run_command(f"K={k}", argv).check()
-            run.summary = parse_summary(run.stdout)
-            runs[k].append(run)
-            print(f"(rep {rep + 1} K={k}: {run.wall:.1f} s, load {run.load}; {shown})",
-                  file=sys.stderr, flush=True)
-        loads.append(load_average())
 
-    n = args.n_trials
-    print("| K | torch threads per worker | rep | whole s | optimize s | trials/hour "
-          "(optimize) | trials/hour (whole) | epochs trained | epochs/hour (optimize) | "
-          "trials complete/pruned/failed | load average after rep |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|")
-    for k in args.workers:
-        workers, fixed = _variant(k)
-        threads = (fixed if fixed is not None else
-                   runs[k][0].info.get("torch_threads_after_optimize") if workers == 1
-                   else threads_per_worker(workers))
-        for i, r in enumerate(runs[k]):
-            s = r.summary
-            print(f"| {k} | {threads} | {i + 1} | {r.wall:.1f} | {r.phase('optimize'):.1f} | "
-                  f"{n / r.phase('optimize') * 3600:.0f} | {n / r.wall * 3600:.0f} | "
-                  f"{s.get('epochs')} | {s.get('epochs', 0) / r.phase('optimize') * 3600:.0f} "
-                  f"| {s.get('complete', 0)}/{s.get('pruned', 0)}/{s.get('fail', 0)} | "
-                  f"{loads[i]} |")
-    base = args.workers[0]
-    print(f"\nRatios to K={base}, per repetition (runs of one repetition are adjacent), "
-          "median (min–max):\n")
-    print(f"| K | trials/hour (optimize) vs K={base} | trials/hour (whole) vs K={base} | "
-          f"epochs/hour (optimize) vs K={base} |")
-    print("|---:|---:|---:|---:|")
-    for k in args.workers:
-        opt = [b.phase("optimize") / r.phase("optimize") for r, b in zip(runs[k], runs[base])]
-        whole = [b.wall / r.wall for r, b in zip(runs[k], runs[base])]
-        epochs = [(r.summary.get("epochs", 0) / r.phase("optimize"))
-                  / (b.summary.get("epochs", 0) / b.phase("optimize"))
-                  for r, b in zip(runs[k], runs[base])]
-        print(f"| {k} | {med(opt, '{:.2f}')} | {med(whole, '{:.2f}')} | "
-              f"{med(epochs, '{:.2f}')} |")
-    best = {k: median([n / r.phase("optimize") * 3600 for r in runs[k]]) for k in runs}
-    print("\nmedian trials/hour (optimize phase): "
-          + ", ".join(f"K={k}: {v:.0f}" for k, v in best.items())
-          + f"; {cores} usable cores.")
-    print(f"Load average at end: {load_average()}")
-    return 0
+def main() -> None:
+    args = parse_args()
+    with postgres() as new_database:
+        if new_database is None:
+            print_table(["benchmark", "result"], [["scale", "skipped: no PostgreSQL server "
+                                                   "binaries (apt-get install postgresql)"]])
+            return
 
+        def side(label: str) -> Callable[[], object]:
+            k, _, threads = label.partition("t")
+            extra = ["--set", f"train.threads={threads}"] if threads else []
+            extra += ["--set", "train.max_epochs=3"] if args.quick else []
+            return lambda: run_command(study_command(
+                "--storage", new_database(), "--workers", k, "--n-trials", str(args.n_trials),
+                "--no-progress", *extra, *(["--tracking-uri", new_database()]
+                                           if args.tracking == "pg" else
+                                           ["--set", "tracking.enabled=false"])))
+
+        machine_facts("Scale: trials per hour with K workers, PostgreSQL storage", [
+            f"`python -m trickopt.study --storage postgresql://…/FRESH --workers K --n-trials "
+            f"{args.n_trials} --no-progress`, MLflow "
+            + ("on another fresh database" if args.tracking == "pg" else "off"),
+            f"K in {' '.join(args.workers)}; {args.repeats} repetitions, interleaved"])
+        runs = interleave({label: side(label) for label in args.workers}, args.repeats)
+    throughput_table({f"K={label.partition('t')[0]} ({threads(label)} torch threads each)": v
+                      for label, v in runs.items()}, args.n_trials, "workers")
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

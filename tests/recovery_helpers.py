@@ -1,4 +1,9 @@
-"""Shared steps of the crash-recovery tests: start a study, kill -9 it mid-trial, check."""
+"""Shared steps of the crash-recovery tests: start a study, stop it mid-trial, check.
+
+Every wait is for a state read from the Optuna storage, never for a length of time; the
+deadline only turns a hang into a failure that says what was awaited. A trial's MLflow run is
+found by its tags (`trickopt.study`, `optuna.trial_number`), the link from Optuna to MLflow.
+"""
 
 from __future__ import annotations
 
@@ -7,19 +12,24 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import optuna
+from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
-# Trials slow enough (about a second each) to be caught in the middle, none pruned or stopped
-# early, so the state of every trial is predictable.
+MAX_EPOCHS = 25
+# Trials slow enough (several seconds each on 2 cores) to be caught in the middle, none pruned
+# or stopped early, so the state of every trial is predictable.
 SLOW = ["--no-progress", "--set", "model.arch=mlp", "--set", "model.width=256",
         "--set", "data.name=synthetic", "--set", "data.n_samples=6000",
-        "--set", "train.max_epochs=25", "--set", "study.pruner=none",
+        "--set", f"train.max_epochs={MAX_EPOCHS}", "--set", "study.pruner=none",
         "--set", "search.stopper=none", "--set", "search.batch_size=32",
         "--set", "refit=none"]
+DEADLINE = 300  # seconds to reach an awaited state; a slow trial takes ~15 s on 2 busy cores
+STUDY_TAG, TRIAL_TAG = "trickopt.study", "optuna.trial_number"  # on every trial's run
 
 
 def start_study(cwd: Path, *args: str) -> subprocess.Popen:
@@ -28,40 +38,94 @@ def start_study(cwd: Path, *args: str) -> subprocess.Popen:
                             start_new_session=True)
 
 
-def kill_mid_trial(process: subprocess.Popen, load_study, timeout: float = 180) -> int:
-    """Wait for one complete trial and another running for 2+ epochs, then kill -9 the
-    worker. Returns the number of the trial that was running."""
+def wait_for(what: str, poll: Callable[[], object], *, process: subprocess.Popen | None = None,
+             timeout: float = DEADLINE):
+    """Call `poll` until it returns something truthy, and return that. Fails naming `what` at
+    the deadline, or as soon as `process` (the study being watched) has ended."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"the study ended early: {process.stdout.read().decode()}")
-        try:
-            study = load_study()
-        except (KeyError, ValueError):  # not created yet
-            time.sleep(0.2)
-            continue
-        trials = study.get_trials(deepcopy=False)
-        running = [t for t in trials if t.state == TrialState.RUNNING
-                   and len(t.intermediate_values) >= 2]
-        if running and any(t.state == TrialState.COMPLETE for t in trials):
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=30)
-            return running[0].number
+        if process is not None and process.poll() is not None:
+            out = process.stdout.read().decode() if process.stdout else ""
+            raise AssertionError(f"the study ended (exit code {process.returncode}) while "
+                                 f"waiting for {what}:\n{out}")
+        found = poll()
+        if found:
+            return found
         time.sleep(0.2)
+    raise AssertionError(f"waited {timeout} s for {what}; it never happened")
+
+
+def trial_in_its_first_half(load_study: Callable[[], optuna.Study]) -> FrozenTrial | None:
+    """A RUNNING trial that has reported at least one epoch and has at least half of its
+    epochs to go (seconds of margin: it cannot finish before a signal lands), once another
+    trial is COMPLETE. None while the storage shows no such trial."""
+    try:
+        trials = load_study().get_trials(deepcopy=False)
+    except (KeyError, ValueError):  # the study does not exist yet
+        return None
+    if not any(t.state == TrialState.COMPLETE for t in trials):
+        return None
+    running = [t for t in trials if t.state == TrialState.RUNNING
+               and 1 <= len(t.intermediate_values) <= MAX_EPOCHS // 2]
+    return running[0] if running else None
+
+
+def wait_for_trial_mid_run(load_study, process: subprocess.Popen | None = None) -> FrozenTrial:
+    return wait_for(f"a complete trial and another running with 1 to {MAX_EPOCHS // 2} of "
+                    f"{MAX_EPOCHS} epochs reported", lambda: trial_in_its_first_half(load_study),
+                    process=process)
+
+
+def assert_still_running(load_study, trial: FrozenTrial, signal_name: str) -> None:
+    """The signal landed mid-trial: the trial it was aimed at had not finished."""
+    now = load_study().trials[trial.number]
+    assert now.state == TrialState.RUNNING, (
+        f"trial {trial.number} was {now.state.name}, not RUNNING, right after {signal_name}; "
+        f"it had reported {len(trial.intermediate_values)} of {MAX_EPOCHS} epochs")
+
+
+def kill_mid_trial(process: subprocess.Popen, load_study) -> int:
+    """Once one trial is complete and another is mid-run, kill -9 the whole study (process
+    group) and return the number of the trial that was running."""
+    try:
+        trial = wait_for_trial_mid_run(load_study, process)
+    except AssertionError:
+        os.killpg(process.pid, signal.SIGKILL)
+        raise
     os.killpg(process.pid, signal.SIGKILL)
-    raise AssertionError("no trial was caught running")
+    process.wait(timeout=30)
+    assert_still_running(load_study, trial, "kill -9")
+    return trial.number
 
 
-def snapshot_complete(study: optuna.Study) -> dict[int, str]:
-    """{trial number: MLflow run id} of the complete trials."""
-    return {t.number: t.user_attrs["mlflow_run_id"]
-            for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
+def trial_runs(client: MlflowClient, study_name: str) -> dict[int, list[Run]]:
+    """{trial number: its MLflow runs} of a study (whose experiment has the study's name),
+    linked by their tags alone. Refit runs name a trial too, and are left out."""
+    experiment = client.get_experiment_by_name(study_name)
+    runs = client.search_runs([experiment.experiment_id],
+                              filter_string=f"tags.`{STUDY_TAG}` = '{study_name}'",
+                              max_results=1000)
+    by_number: dict[int, list[Run]] = {}
+    for run in runs:
+        if TRIAL_TAG in run.data.tags and "trickopt.refit" not in run.data.tags:
+            by_number.setdefault(int(run.data.tags[TRIAL_TAG]), []).append(run)
+    return by_number
 
 
-def check_recovered(study: optuna.Study, killed: int, complete_before: dict[int, str],
-                    client: MlflowClient, experiment: str) -> None:
+def complete_numbers(study: optuna.Study) -> list[int]:
+    return [t.number for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+
+
+def check_recovered(study: optuna.Study, killed: int, complete_before: list[int],
+                    client: MlflowClient, study_name: str) -> None:
     trials = {t.number: t for t in study.get_trials(deepcopy=False)}
     assert trials[killed].state == TrialState.FAIL
+    # A live trial taken for dead (a heartbeat missed on a busy machine) fails without a
+    # reason of its own, or as worker_died: only the killed trial may fail that way.
+    taken_for_dead = [n for n, t in trials.items() if n != killed
+                      and t.state == TrialState.FAIL
+                      and t.user_attrs.get("stop_reason", "worker_died") == "worker_died"]
+    assert not taken_for_dead, f"trials {taken_for_dead} were failed as dead; only {killed} was"
     # Our own check records why; Optuna's heartbeat fails the trial without a word, and a
     # finished trial can no longer be annotated (its MLflow run says why, below).
     assert trials[killed].user_attrs.get("stop_reason", "worker_died") == "worker_died"
@@ -69,20 +133,17 @@ def check_recovered(study: optuna.Study, killed: int, complete_before: dict[int,
     assert len(retries) == 1 and retries[0].state == TrialState.COMPLETE
     assert retries[0].params == trials[killed].params
     assert not [t for t in trials.values() if t.state == TrialState.RUNNING]
+    runs = trial_runs(client, study_name)
+    # One run per trial, found by its tags: none missing, no duplicate from the retry.
+    assert {n: len(r) for n, r in runs.items()} == dict.fromkeys(trials, 1), runs.keys()
     # Every trial complete before the kill is still there, with its run, finished.
-    for number, run_id in complete_before.items():
+    for number in complete_before:
         assert trials[number].state == TrialState.COMPLETE
-        assert client.get_run(run_id).info.status == "FINISHED"
-    runs = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
-    assert not [r for r in runs if r.info.status == "RUNNING"]
-    # The killed trial learns its run id only when the trial ends (the tracking process
-    # creates the run asynchronously), so its run is found by its trial-number tag.
-    killed_runs = [r for r in runs if r.info.run_name == f"trial-{killed}"]
-    assert len(killed_runs) == 1
-    killed_run = killed_runs[0]
+        assert runs[number][0].info.status == "FINISHED"
+    killed_run = runs[killed][0]
     assert killed_run.info.status == "FAILED"
     assert killed_run.data.tags["stop_reason"] == "worker_died"
-    # One run per trial: no duplicates from the retry.
-    numbers = [r.data.tags.get("optuna.trial_number") for r in runs
-               if r.info.run_name.startswith("trial-")]
-    assert sorted(numbers) == sorted(str(n) for n in trials)
+    experiment = client.get_experiment_by_name(study_name).experiment_id
+    still_running = [r.info.run_name for r in client.search_runs([experiment])
+                     if r.info.status == "RUNNING"]
+    assert not still_running, still_running

@@ -42,6 +42,13 @@ def test_unreachable_tracking_server(tmp_path):
     assert "hunter2" not in result.stderr and "user:***@" in result.stderr
 
 
+def test_a_study_file_that_is_not_utf8(tmp_path):
+    (tmp_path / "garbage.yaml").write_bytes(bytes(range(256)) * 4)  # 0x80 is no UTF-8 start
+    result = _cli(tmp_path, "garbage.yaml")
+    _refused(result, "garbage.yaml: is not UTF-8 text (byte 128", tmp_path, keep=["garbage.yaml"])
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
 def test_workers_below_one(tmp_path):
     _refused(_cli(tmp_path, "--workers", "0"), "study.workers", tmp_path)
 

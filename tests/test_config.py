@@ -57,7 +57,7 @@ MANY_EXPECTED = [
     ("train.lr", "-0.5"),
     ("train.bf16", "got 1"),
     ("train.schedule", "'sawtooth'"),
-    ("train.stopper_params", "'wait'"),
+    ("train.stopper_params.wait", "unknown parameter; allowed: patience, min_delta, mode"),
 ]
 
 MORE_PROBLEMS = """\
@@ -71,8 +71,23 @@ MORE_PROBLEMS = """\
     """
 MORE_EXPECTED = [
     ("data.path", "required"),
-    ("train.schedule_params", "step_size=0"),
-    ("train.stopper_params", "Got 0"),
+    ("train.schedule_params.step_size", "must be an int >= 1 (epochs); got 0"),
+    ("train.stopper_params.patience", "must be an int >= 1; got 0"),
+]
+# The sub-parameters are checked against the tricks' declared constraints, not by building a
+# scheduler or a stopper: a missing one, and one that only max_epochs makes wrong, are named.
+CROSS_PROBLEMS = """\
+    train:
+      max_epochs: 5
+      schedule: warmup_cosine
+      schedule_params: {warmup_epochs: 5.0, eta_min: -1}
+      stopper: gl
+      stopper_params: {}
+    """
+CROSS_EXPECTED = [
+    ("train.schedule_params.warmup_epochs", "must be < max_epochs (5); got 5.0"),
+    ("train.schedule_params.eta_min", "must be a finite float >= 0 (an absolute lr); got -1"),
+    ("train.stopper_params.alpha", "required, a finite float > 0"),
 ]
 
 
@@ -85,7 +100,8 @@ def assert_one_line_each(errors: list[str], expected: list[tuple[str, str]]) -> 
 
 
 @pytest.mark.parametrize("text, expected", [(MANY_PROBLEMS, MANY_EXPECTED),
-                                            (MORE_PROBLEMS, MORE_EXPECTED)])
+                                            (MORE_PROBLEMS, MORE_EXPECTED),
+                                            (CROSS_PROBLEMS, CROSS_EXPECTED)])
 def test_every_problem_is_reported_in_one_config_error(tmp_path, text, expected):
     with pytest.raises(ConfigError) as info:
         load_run_config(write(tmp_path, text))
@@ -103,6 +119,25 @@ def test_a_wrong_type_is_not_coerced():
         ("train.l2_mode", "got 3"),
         ("model.channels", "[8, 'x']"),
     ])
+
+
+def test_a_huge_value_is_cut_in_its_message():
+    with pytest.raises(ConfigError) as info:
+        parse_run_config({"train": {"device": "x" * 10_000}, "model": {"x" * 10_000: 1}})
+    device, key = sorted(info.value.errors, key=lambda line: not line.startswith("train"))
+    assert device == ("train.device: must be auto, cpu, cuda, cuda:N or mps; got '"
+                      + "x" * 76 + "...")
+    assert key.startswith("model." + "x" * 77 + "...: unknown key; allowed: arch, depth")
+
+
+def test_a_file_that_is_not_utf8_names_the_file(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_bytes(b"train:\n  lr: 0.1\n  \xff\xfe\x00\x80garbage\n")
+    with pytest.raises(ConfigError) as info:
+        load_run_config(path)
+    # 0xff is byte 7 + 10 + 2 = 19: after "train:\n", "  lr: 0.1\n" and two spaces.
+    assert info.value.errors == [f"{path}: is not UTF-8 text (byte 19: invalid start byte); "
+                                 "a config file is YAML text"]
 
 
 def test_malformed_yaml_names_the_file_and_line(tmp_path):
@@ -170,7 +205,7 @@ def test_bad_values_through_set_are_reported_like_file_values():
 
 def test_the_cli_exits_2_with_one_error_line_per_problem_and_writes_nothing(tmp_path):
     path = write(tmp_path, MANY_PROBLEMS, name="bad.yaml")
-    out = subprocess.run([sys.executable, "-m", "trickopt.train", str(path)], cwd=tmp_path,
+    out = subprocess.run([sys.executable, "-m", "trickopt.train_cli", str(path)], cwd=tmp_path,
                          capture_output=True, text=True, timeout=120, check=False)
     assert out.returncode == 2
     lines = out.stderr.splitlines()

@@ -333,7 +333,7 @@ def test_create_stopper_kinds():
         ("patience", {"patience": 2, "baseline": 1.0}, r"baseline.*min_delta"),
         ("gl", {"alpha": 1.0, "strip": 5}, r"strip.*'gl'"),
         ("up", {}, r"needs.*'s'"),
-        ("patience", {"patience": 0}, r"'patience'.*>= 1.*Got 0"),
+        ("patience", {"patience": 0}, r"'patience' must be an int >= 1; got patience=0"),
     ],
 )
 def test_create_stopper_errors(kind, params, match):

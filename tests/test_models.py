@@ -9,7 +9,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from trickopt.config import ModelConfig
-from trickopt.models import MLP, SmallCNN, build_model
+from trickopt.models import MLP, SmallCNN, build_model, seeded_model
 
 
 def layer_types(model: nn.Module) -> list[type]:
@@ -110,3 +110,17 @@ def test_build_model_follows_the_cnn_config():
     assert sum(isinstance(m, nn.GroupNorm) for m in model) == 2
     assert [m.p for m in model if isinstance(m, nn.Dropout)] == [0.1]
     assert model(torch.randn(2, 2, 8, 8)).shape == (2, 4)
+
+
+def test_seeded_model_starts_from_the_weights_torch_draws_right_after_the_seed():
+    # Reference: torch's own Linear layers, built in the same order right after the seed.
+    torch.manual_seed(7)
+    reference = [nn.Linear(64, 9), nn.Linear(9, 9), nn.Linear(9, 3)]
+    torch.rand(1000)  # whatever ran before must not matter
+    model = seeded_model(ModelConfig(depth=2, width=9), (1, 8, 8), 3, seed=7)
+    linears = [m for m in model if isinstance(m, nn.Linear)]
+    for got, expected in zip(linears, reference, strict=True):
+        torch.testing.assert_close(got.weight, expected.weight, rtol=0, atol=0)
+        torch.testing.assert_close(got.bias, expected.bias, rtol=0, atol=0)
+    other = seeded_model(ModelConfig(depth=2, width=9), (1, 8, 8), 3, seed=8)
+    assert not torch.equal(other[1].weight, linears[0].weight)

@@ -10,13 +10,18 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
-from recovery_helpers import SLOW, check_recovered, snapshot_complete
+from recovery_helpers import (
+    SLOW,
+    assert_still_running,
+    check_recovered,
+    complete_numbers,
+    wait_for_trial_mid_run,
+)
 
 from trickopt.study.storage import open_storage
 from trickopt.tracking import PARENT_TAG
@@ -33,9 +38,9 @@ def _study(cmd_args, cwd, **kwargs):
                           capture_output=True, text=True, timeout=600, **kwargs)
 
 
-def test_three_workers_share_one_study(postgres, tmp_path):
+def test_two_workers_share_one_study(postgres, tmp_path):
     storage, tracking = postgres.new_database(), postgres.new_database()
-    result = _study(["--workers", "3", "--n-trials", "12", "--study-name", "shared",
+    result = _study(["--workers", "2", "--n-trials", "12", "--study-name", "shared",
                      "--storage", storage, "--tracking-uri", tracking, *FAST], tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "s3cret-pw" not in result.stdout + result.stderr  # the password is masked
@@ -44,7 +49,7 @@ def test_three_workers_share_one_study(postgres, tmp_path):
     assert len(trials) == 12 and len({t.number for t in trials}) == 12
     assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
     workers = {t.user_attrs["worker"].split(":")[1] for t in trials}
-    assert len(workers) == 3  # three processes really shared the work
+    assert len(workers) == 2  # two processes really shared the work
     client = MlflowClient(with_installed_driver(tracking))
     runs = client.search_runs([client.get_experiment_by_name("shared").experiment_id])
     parents = [r for r in runs if r.data.tags.get(PARENT_TAG) == "true"]
@@ -72,40 +77,40 @@ def test_parent_run_is_created_once_when_workers_start_together(postgres, tmp_pa
 
 def test_killed_worker_trial_is_failed_and_retried(postgres, tmp_path):
     storage, tracking = postgres.new_database(), postgres.new_database()
+    # The killed trial is failed for certain by the check for dead processes on this host,
+    # at the end of this run or the start of the next; Optuna's heartbeat may fail it earlier
+    # (the checks accept both). Nothing waits on the grace period: it only has to be long
+    # enough that a live worker on a busy machine is never taken for dead.
     args = ["--study-name", "crash", "--storage", storage, "--tracking-uri", tracking,
-            "--set", "study.heartbeat_interval=1", "--set", "study.grace_period=10", *SLOW]
+            "--set", "study.heartbeat_interval=1", "--set", "study.grace_period=30", *SLOW]
     process = subprocess.Popen([sys.executable, "-m", "trickopt.study", "--workers", "2",
                                 "--n-trials", "6", *args], cwd=tmp_path,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               start_new_session=True)
 
     def load():
         return optuna.load_study(study_name="crash", storage=open_storage(storage))
 
-    killed = _kill_one_worker_mid_trial(load)
+    try:
+        killed = _kill_one_worker_mid_trial(process, load)
+    except AssertionError:
+        os.killpg(process.pid, signal.SIGKILL)
+        raise
     assert process.wait(timeout=600) == 0, process.stdout.read().decode()
-    complete_before = snapshot_complete(load())
+    complete_before = complete_numbers(load())
     rerun = _study(["--n-trials", "1", *args], tmp_path)
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     client = MlflowClient(with_installed_driver(tracking))
     check_recovered(load(), killed, complete_before, client, "crash")
 
 
-def _kill_one_worker_mid_trial(load, timeout: float = 300) -> int:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            trials = load().get_trials(deepcopy=False)
-        except KeyError:
-            time.sleep(0.3)
-            continue
-        running = [t for t in trials if t.state == TrialState.RUNNING
-                   and len(t.intermediate_values) >= 2 and "worker" in t.user_attrs]
-        if running and any(t.state == TrialState.COMPLETE for t in trials):
-            pid = int(running[0].user_attrs["worker"].split(":")[1])
-            os.kill(pid, signal.SIGKILL)
-            return running[0].number
-        time.sleep(0.2)
-    raise AssertionError("no trial was caught running")
+def _kill_one_worker_mid_trial(process: subprocess.Popen, load) -> int:
+    """kill -9 the worker process of a trial caught mid-run; the other worker goes on."""
+    trial = wait_for_trial_mid_run(load, process)
+    pid = int(trial.user_attrs["worker"].split(":")[1])  # host:pid:start time
+    os.kill(pid, signal.SIGKILL)
+    assert_still_running(load, trial, "kill -9")
+    return trial.number
 
 
 BAD_STORAGE = {

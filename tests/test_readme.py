@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from trickopt.tricks.early_stopping import STOPPERS
+
 README = Path(__file__).parents[1] / "README.md"
 
 
@@ -18,10 +20,17 @@ def readme_example() -> str:
 
 
 def test_readme_example_stops_early_and_makes_exact_zeros(capsys):
-    code = compile(readme_example(), str(README), "exec")
-    exec(code, {"__name__": "readme_example"})  # noqa: S102 - our own README, on purpose
+    example = readme_example()
+    exec(compile(example, str(README), "exec"), {"__name__": "readme_example"})  # noqa: S102
     lines = [line for line in capsys.readouterr().out.splitlines() if "stopped at epoch" in line]
     assert len(lines) == 1, lines
+    stop = re.search(r"stopped at epoch (\d+) of (\d+) \((\w+)\); best epoch (\d+)", lines[0])
+    assert stop, lines[0]
+    epoch, max_epochs, reason, best_epoch = stop.groups()
+    # The printed maximum is the loop's; "None" would mean the loop ran out, not a stopper.
+    assert f"for epoch in range(1, {int(max_epochs) + 1}):" in example, max_epochs
+    assert reason in set(STOPPERS) - {"none"}, lines[0]
+    assert int(best_epoch) < int(epoch) < int(max_epochs), lines[0]
     zeros = re.search(r"(\d+)% of weights are zero", lines[0])
     assert zeros and int(zeros.group(1)) > 0, lines[0]
 

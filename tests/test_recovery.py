@@ -1,29 +1,41 @@
-"""kill -9 in the middle of a trial, with the embedded default store (a journal file)."""
+"""kill -9 and Ctrl-C in the middle of a trial, with the embedded default store (a journal
+file). Each signal is sent once the storage shows a trial mid-run, never after a delay."""
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 
 import optuna
 from mlflow.tracking import MlflowClient
-from recovery_helpers import SLOW, check_recovered, kill_mid_trial, snapshot_complete, start_study
+from recovery_helpers import (
+    SLOW,
+    check_recovered,
+    complete_numbers,
+    kill_mid_trial,
+    start_study,
+    trial_runs,
+    wait_for_trial_mid_run,
+)
 
 from trickopt.study.storage import DEFAULT_JOURNAL, open_storage
 
 
-def test_killed_trial_is_failed_and_retried_on_the_next_run(tmp_path):
-    name = "crash"
-
-    def load():
+def _loader(tmp_path, name: str):
+    def load() -> optuna.Study:
         return optuna.load_study(study_name=name,
                                  storage=open_storage(str(tmp_path / DEFAULT_JOURNAL)))
+    return load
 
+
+def test_killed_trial_is_failed_and_retried_on_the_next_run(tmp_path):
+    name = "crash"
+    load = _loader(tmp_path, name)
     process = start_study(tmp_path, "--n-trials", "6", "--study-name", name)
-    killed = kill_mid_trial(process, load)
-    before = load()
-    assert before.trials[killed].state.name == "RUNNING"  # a journal has no heartbeat
-    complete_before = snapshot_complete(before)
+    killed = kill_mid_trial(process, load)  # it stays RUNNING: a journal has no heartbeat
+    complete_before = complete_numbers(load())
     rerun = subprocess.run([sys.executable, "-m", "trickopt.study", "--n-trials", "1",
                             "--study-name", name, *SLOW], cwd=tmp_path, capture_output=True,
                            text=True, timeout=300)
@@ -34,39 +46,26 @@ def test_killed_trial_is_failed_and_retried_on_the_next_run(tmp_path):
 
 
 def test_ctrl_c_fails_the_running_trial_and_prints_the_summary(tmp_path):
-    import os
-    import signal
-    import time
-
     name = "interrupted"
-
-    def load():
-        return optuna.load_study(study_name=name,
-                                 storage=open_storage(str(tmp_path / DEFAULT_JOURNAL)))
-
+    load = _loader(tmp_path, name)
     process = start_study(tmp_path, "--n-trials", "6", "--study-name", name)
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        try:
-            trials = load().get_trials(deepcopy=False)
-        except KeyError:
-            trials = []
-        if any(t.state.name == "COMPLETE" for t in trials) and any(
-                t.state.name == "RUNNING" and len(t.intermediate_values) >= 2 for t in trials):
-            break
-        time.sleep(0.2)
-    os.killpg(process.pid, signal.SIGINT)
+    try:
+        running = wait_for_trial_mid_run(load, process)
+    except AssertionError:
+        os.killpg(process.pid, signal.SIGKILL)
+        raise
+    os.killpg(process.pid, signal.SIGINT)  # as Ctrl-C in a terminal: the whole group
     out, _ = process.communicate(timeout=120)
     assert process.returncode == 130, out.decode()
     assert "(interrupted)" in out.decode()
     study = load()
     states = [t.state.name for t in study.trials]
-    assert "RUNNING" not in states and states.count("FAIL") == 1
+    assert "RUNNING" not in states and states.count("FAIL") == 1, states
     failed = next(t for t in study.trials if t.state.name == "FAIL")
+    assert failed.number == running.number, (failed.number, running.number)
     assert failed.user_attrs["stop_reason"] == "interrupted"
-    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    run = client.get_run(failed.user_attrs["mlflow_run_id"])
-    assert run.info.status == "FAILED"
+    runs = trial_runs(MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}"), name)
+    assert runs[failed.number][0].info.status == "FAILED"
     for trial in study.trials:
         if trial.state.name == "COMPLETE":
-            assert client.get_run(trial.user_attrs["mlflow_run_id"]).info.status == "FINISHED"
+            assert [r.info.status for r in runs[trial.number]] == ["FINISHED"]

@@ -27,7 +27,7 @@ def run_config(**train) -> RunConfig:
 
 
 def test_sanity_command_passes_on_the_default_config(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "trickopt.train", "--sanity",
+    out = subprocess.run([sys.executable, "-m", "trickopt.train_cli", "--sanity",
                           "--set", "train.threads=1"],
                          cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False)
     assert out.returncode == 0, out.stdout + out.stderr

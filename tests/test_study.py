@@ -47,7 +47,9 @@ def _study(path):
 def test_study_end_to_end_matches_mlflow(study_dir, capsys):
     assert main(TINY) == 0
     out = capsys.readouterr().out
-    assert "mlflow ui --backend-store-uri sqlite:///" in out
+    # The summary says how to open MLflow's UI on the study's runs, in the training view.
+    assert "mlflow ui" in out
+    assert "http://127.0.0.1:5000/#/experiments/" in out and "workflowType=machine_learning" in out
     study = _study(study_dir)
     assert len(study.trials) == N_TRIALS
     client, parents, trials, refits = _runs(f"sqlite:///{study_dir / 'mlflow.db'}")
@@ -60,7 +62,7 @@ def test_study_end_to_end_matches_mlflow(study_dir, capsys):
     for trial in study.trials:
         run = by_number[trial.number]
         assert run.info.status == status[trial.state.name]
-        assert trial.user_attrs["mlflow_run_id"] == run.info.run_id
+        assert run.data.tags["trickopt.study"] == NAME  # the link from Optuna to MLflow
         assert run.data.tags["stop_reason"] == trial.user_attrs["stop_reason"]
     assert Counter(status[t.state.name] for t in study.trials) == Counter(
         r.info.status for r in trials)
@@ -109,7 +111,8 @@ def test_rerun_resumes_with_the_same_parent(study_dir):
     _, parents, trials, refits = _runs(f"sqlite:///{study_dir / 'mlflow.db'}")
     assert [p.info.run_id for p in parents] == [p.info.run_id for p in parents_before]
     assert len(trials) == 2 * N_TRIALS
-    assert study.user_attrs["mlflow_parent_run_id"] == parents[0].info.run_id
+    # The helper study that made the parent run's creation atomic is gone.
+    assert [s.study_name for s in optuna.get_all_study_summaries(study._storage)] == [NAME]
 
 
 def test_no_dynamic_search_space_warning(study_dir):
@@ -143,17 +146,25 @@ def test_fixed_parameters_are_applied_and_logged(study_dir):
     assert all("norm" not in t.params for t in study.trials)  # fixed, so never sampled
 
 
-def test_value_is_finite_or_trial_failed(study_dir):
-    # A learning rate that diverges: the trial fails as non-finite, the study goes on.
+def test_diverging_lr_fails_the_trial_with_its_reason_and_the_study_goes_on(study_dir):
+    from trickopt.tricks.early_stopping import StopReason
+
+    # A learning rate of 1e6 with plain SGD: the loss is nan/inf within the first epoch, so no
+    # epoch has a finite value and the trial must fail, saying why; the study still ends well.
     argv = TINY + ["--n-trials", "2", "--set", "search.lr=1.0e+6", "--set",
                    "search.optimizer=sgd", "--set", "search.norm=none", "--set", "refit=none"]
     assert main(argv) == 0
     study = _study(study_dir)
-    for trial in study.trials:
-        assert trial.state.name == "FAIL" or math.isfinite(trial.value)
+    failed = [t for t in study.trials if t.state.name == "FAIL"]
+    assert failed, [(t.number, t.state.name, t.value) for t in study.trials]
+    assert [t.user_attrs.get("stop_reason") for t in failed] == [StopReason.NON_FINITE] * len(
+        failed), [t.user_attrs for t in failed]
+    assert all(math.isfinite(t.value) for t in study.trials if t.state.name == "COMPLETE")
     _, _, trials, _ = _runs(f"sqlite:///{study_dir / 'mlflow.db'}")
-    assert Counter(r.info.status for r in trials)["FAILED"] == sum(
-        t.state.name == "FAIL" for t in study.trials)
+    failed_runs = [r for r in trials if r.info.status == "FAILED"]
+    assert sorted(int(r.data.tags["optuna.trial_number"]) for r in failed_runs) == sorted(
+        t.number for t in failed)
+    assert {r.data.tags["stop_reason"] for r in failed_runs} == {StopReason.NON_FINITE.value}
 
 
 def test_best_trial_model_is_kept_not_retrained_and_scores_as_its_replay(study_dir,
@@ -164,7 +175,7 @@ def test_best_trial_model_is_kept_not_retrained_and_scores_as_its_replay(study_d
 
     from trickopt.data import load_data
     from trickopt.models import build_model
-    from trickopt.study import runner
+    from trickopt.study import refit, runner
     from trickopt.study.config import load_study_config
     from trickopt.study.objective import decided_params
     from trickopt.train import evaluate, fit
@@ -174,7 +185,7 @@ def test_best_trial_model_is_kept_not_retrained_and_scores_as_its_replay(study_d
                                       "study.pruner=none", "tracking.enabled=false",
                                       "refit=none"])
     fits = []
-    monkeypatch.setattr(runner, "fit", lambda *a, **k: fits.append(1) or fit(*a, **k))
+    monkeypatch.setattr(refit, "fit", lambda *a, **k: fits.append(1) or fit(*a, **k))
     result = runner.run_study(config, progress=False)
     assert fits == []  # the objective trains through its own import; the refit did not train
     best = result.study.best_trial

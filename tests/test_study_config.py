@@ -10,7 +10,15 @@ import pytest
 import yaml
 
 from trickopt.config import ConfigError
-from trickopt.study.config import StudyConfig, load_study_config, parse_study_config
+from trickopt.study.config import (
+    PRUNER_PARAMS,
+    SAMPLER_PARAMS,
+    StudyConfig,
+    create_pruner,
+    create_sampler,
+    load_study_config,
+    parse_study_config,
+)
 from trickopt.study.space import ALL_TRICKS, Choice, Range
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,7 +81,16 @@ BAD = {
     "unknown pruner": ({"study": {"pruner": "asha"}}, "study.pruner"),
     "bad pruner argument": ({"study": {"pruner": "percentile",
                                        "pruner_params": {"percentile": 150}}},
-                            "study.pruner_params"),
+                            "study.pruner_params.percentile: must be a float in [0, 100]; got 150"),
+    "unknown sampler argument": ({"study": {"sampler_params": {"n_startup": 5}}},
+                                 "study.sampler_params.n_startup: unknown parameter; allowed: "
+                                 "n_startup_trials, n_ei_candidates, constant_liar"),
+    "sampler argument of another sampler": ({"study": {"sampler": "random",
+                                                       "sampler_params": {"seed": 1}}},
+                                            "study.sampler_params.seed: unknown parameter; "
+                                            "none is allowed"),
+    "allow_changes not a bool": ({"study": {"allow_changes": "yes"}},
+                                 "study.allow_changes: must be true or false; got 'yes'"),
     "unknown data set": ({"data": {"name": "imagenet"}}, "data.name"),
     "unknown search parameter": ({"search": {"learning_rate": 0.1}}, "search.learning_rate"),
     "n_trials <= 0": ({"study": {"n_trials": 0}}, "study.n_trials"),
@@ -89,6 +106,75 @@ def test_invalid_config_names_the_field(case):
     with pytest.raises(ConfigError) as caught:
         parse_study_config(raw)
     assert any(line.startswith(field) for line in caught.value.errors), caught.value.errors
+
+
+def test_allow_changes_defaults_to_false():
+    assert StudyConfig().study.allow_changes is False
+    assert parse_study_config({"study": {"allow_changes": True}}).study.allow_changes is True
+
+
+# Every sampler and pruner argument we declare, at the edge of what we allow: Optuna must
+# build it (a misspelt name would be a TypeError, a range wider than Optuna's a ValueError).
+OPTUNA_EDGES = {
+    "sampler": {
+        "tpe": {"n_startup_trials": 0, "n_ei_candidates": 1, "constant_liar": False},
+        "random": {},
+        "qmc": {"qmc_type": "halton", "scramble": True},
+        "gp": {"n_startup_trials": 0, "deterministic_objective": True},
+    },
+    "pruner": {
+        "median": {"n_startup_trials": 0, "n_warmup_steps": 0, "interval_steps": 1,
+                   "n_min_trials": 1},
+        "percentile": {"percentile": 100.0, "n_startup_trials": 0, "n_warmup_steps": 0,
+                       "interval_steps": 1, "n_min_trials": 1},
+        "successive_halving": {"min_resource": 1, "reduction_factor": 2,
+                               "min_early_stopping_rate": 0},
+        "hyperband": {"min_resource": 1, "max_resource": 1, "reduction_factor": 2},
+        "wilcoxon": {"p_threshold": 1.0, "n_startup_steps": 0},
+        "none": {},
+    },
+}
+# Values just past those edges that Optuna's own constructors refuse: so must we.
+OPTUNA_REFUSES = [
+    ("sampler", "qmc", "qmc_type", "lhs"),
+    ("pruner", "percentile", "percentile", 100.5),
+    ("pruner", "median", "n_warmup_steps", -1),
+    ("pruner", "median", "interval_steps", 0),
+    ("pruner", "median", "n_min_trials", 0),
+    ("pruner", "successive_halving", "min_resource", 0),
+    ("pruner", "successive_halving", "reduction_factor", 1),
+    ("pruner", "successive_halving", "min_early_stopping_rate", -1),
+    ("pruner", "wilcoxon", "p_threshold", 1.5),
+    ("pruner", "wilcoxon", "n_startup_steps", -1),
+]
+
+
+def _build(kind: str, name: str, params: dict):
+    if kind == "sampler":
+        return create_sampler(name, params, 0)
+    return create_pruner(name, params, 10)
+
+
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+def test_the_declared_optuna_arguments_are_optunas():
+    declared = {"sampler": SAMPLER_PARAMS, "pruner": PRUNER_PARAMS}
+    for kind, edges in OPTUNA_EDGES.items():
+        assert {n: set(p) for n, p in edges.items()} == \
+            {n: set(p) for n, p in declared[kind].items()}, kind
+        for name, params in edges.items():
+            parse_study_config({"study": {kind: name, f"{kind}_params": params}})
+            _build(kind, name, params)
+
+
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+@pytest.mark.parametrize("kind, name, param, value", OPTUNA_REFUSES, ids=str)
+def test_what_optuna_refuses_is_refused_before_building(kind, name, param, value):
+    with pytest.raises(ValueError):
+        _build(kind, name, {param: value})
+    with pytest.raises(ConfigError) as caught:
+        parse_study_config({"study": {kind: name, f"{kind}_params": {param: value}}})
+    (line,) = caught.value.errors
+    assert line.startswith(f"study.{kind}_params.{param}: must be ") and line.endswith(repr(value))
 
 
 def test_all_errors_are_reported_together():

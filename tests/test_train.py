@@ -22,6 +22,7 @@ from trickopt.config import DataConfig, ModelConfig, TrainConfig
 from trickopt.data import load_data
 from trickopt.models import build_model
 from trickopt.train import History, fit, refit, resolve_device
+from trickopt.tricks.early_stopping import StopReason
 
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -112,11 +113,11 @@ def test_same_seed_gives_the_same_history_and_another_seed_does_not(data):
 # Stopping
 
 
-def test_nan_loss_stops_with_non_finite_loss_and_keeps_the_last_finite_best(data):
+def test_nan_loss_stops_as_non_finite_and_keeps_the_last_finite_best(data):
     inner = make_model(data)
     model = NanFromEpoch(inner, first_nan_epoch=3)
     history = fit(model, data, train_config(max_epochs=20))
-    assert history.stop_reason == "non_finite_loss"
+    assert history.stop_reason == StopReason.NON_FINITE
     assert history.epochs_trained == 3
     assert math.isnan(history.epochs[-1]["train_loss"])
     assert all(math.isfinite(row["val_loss"]) for row in history.epochs[:2])
@@ -202,7 +203,7 @@ def test_callback_returning_true_stops_with_reason_callback(data):
 
     history = fit(make_model(data), data, train_config(max_epochs=10),
                   on_epoch_end=stop_at_three)
-    assert history.stop_reason == "callback"
+    assert history.stop_reason == StopReason.PRUNED
     assert history.epochs_trained == 3
     assert [epoch for epoch, _ in seen] == [1, 2, 3]
     assert seen[-1][1] == history.best_epoch

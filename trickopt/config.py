@@ -9,15 +9,27 @@ one pass. The study layer (`trickopt.study.config`) reuses `parse_section` for i
 from __future__ import annotations
 
 import dataclasses
-import math
 import re
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from trickopt.tricks.constraints import (
+    Constraint,
+    check_params,
+    integer,
+    must_be,
+    one_of,
+    optional,
+    real,
+    shown,
+    unknown,
+)
 
 
 class ConfigError(ValueError):
@@ -46,30 +58,25 @@ class DataConfig:
     n_classes: int = 2
     root: str = "~/.cache/trickopt"  # where torchvision data sets are downloaded
 
-    def check(self, prefix: str, errors: list[str]) -> None:
+    def check(self, prefix: str) -> list[str]:
         from trickopt.data import DATASETS
         from trickopt.tricks.scaling import SCALINGS, canonical_scaling
 
-        check_choice(errors, f"{prefix}.name", self.name, DATASETS)
-        try:
-            canonical_scaling(self.scaling)
-        except ValueError:
-            errors.append(f"{prefix}.scaling: must be one of {', '.join(SCALINGS)}; "
-                          f"got {self.scaling!r}")
-        check_range(errors, f"{prefix}.val_fraction", self.val_fraction, 0, 1, "a float in (0, 1)")
-        check_range(errors, f"{prefix}.test_fraction", self.test_fraction, 0, 1,
-                    "a float in (0, 1)")
+        fraction = real(0, 1, low_open=True, high_open=True)
+        errors = check_fields(self, prefix, {
+            "name": one_of(*DATASETS), "scaling": _spelled(canonical_scaling, SCALINGS),
+            "val_fraction": fraction, "test_fraction": fraction,
+            "n_samples": integer(10), "n_features": integer(2), "n_classes": integer(2),
+        })
         if self.val_fraction + self.test_fraction >= 1:
             errors.append(f"{prefix}: val_fraction + test_fraction must be < 1; got "
                           f"{self.val_fraction} + {self.test_fraction}")
         if self.name == "file" and not self.path:
             errors.append(f"{prefix}.path: required when {prefix}.name is 'file' "
                           "(a .csv or .npz file)")
-        if self.name == "file" and self.path and not Path(self.path).expanduser().is_file():
-            errors.append(f"{prefix}.path: no such file; got {self.path!r}")
-        check_min(errors, f"{prefix}.n_samples", self.n_samples, 10)
-        check_min(errors, f"{prefix}.n_features", self.n_features, 2)
-        check_min(errors, f"{prefix}.n_classes", self.n_classes, 2)
+        if self.name == "file" and self.path and not _is_file(self.path):
+            errors.append(f"{prefix}.path: no such file; got {shown(self.path)}")
+        return errors
 
 
 @dataclass
@@ -84,27 +91,20 @@ class ModelConfig:
     norm: str = "none"
     norm_position: str = "before_activation"
 
-    def check(self, prefix: str, errors: list[str]) -> None:
+    def check(self, prefix: str) -> list[str]:
         from trickopt.models import ACTIVATIONS, ARCHS
-        from trickopt.tricks.dropout import DROPOUT_KINDS
+        from trickopt.tricks.dropout import DROPOUT_KINDS, PROBABILITY
         from trickopt.tricks.norm import NORM_KINDS, NORM_POSITIONS, normalize_norm_kind
 
-        check_choice(errors, f"{prefix}.arch", self.arch, ARCHS)
-        check_min(errors, f"{prefix}.depth", self.depth, 0)
-        check_min(errors, f"{prefix}.width", self.width, 1)
-        if not self.channels or any(c < 1 for c in self.channels):
-            errors.append(f"{prefix}.channels: must be a non-empty list of ints >= 1; "
-                          f"got {self.channels!r}")
-        check_choice(errors, f"{prefix}.activation", self.activation, ACTIVATIONS)
-        check_probability(errors, f"{prefix}.dropout", self.dropout)
-        check_choice(errors, f"{prefix}.dropout_kind", self.dropout_kind,
-                     ("auto",) + DROPOUT_KINDS)
-        try:
-            normalize_norm_kind(self.norm)
-        except ValueError:
-            errors.append(f"{prefix}.norm: must be one of {', '.join(NORM_KINDS)}; "
-                          f"got {self.norm!r}")
-        check_choice(errors, f"{prefix}.norm_position", self.norm_position, NORM_POSITIONS)
+        return check_fields(self, prefix, {
+            "arch": one_of(*ARCHS), "depth": integer(0), "width": integer(1),
+            "channels": Constraint("a non-empty list of ints >= 1",
+                                   lambda v: bool(v) and all(map(integer(1), v))),
+            "activation": one_of(*ACTIVATIONS), "dropout": PROBABILITY,
+            "dropout_kind": one_of("auto", *DROPOUT_KINDS),
+            "norm": _spelled(normalize_norm_kind, NORM_KINDS),
+            "norm_position": one_of(*NORM_POSITIONS),
+        })
 
 
 @dataclass
@@ -127,40 +127,39 @@ class TrainConfig:
     seed: int = 0
     threads: int | None = None  # torch intra-op threads; None leaves torch's choice
 
-    def check(self, prefix: str, errors: list[str]) -> None:
-        from trickopt.tricks.early_stopping import STOPPER_PARAMS, create_stopper
-        from trickopt.tricks.optim import OPTIMIZERS
-        from trickopt.tricks.regularization import L1_MODES, L2_MODES
-        from trickopt.tricks.schedules import SCHEDULES
+    def check(self, prefix: str) -> list[str]:
+        # The tricks' own declared constraints: a config accepts what the tricks accept.
+        from trickopt.tricks.early_stopping import STOPPER_CONSTRAINTS, STOPPER_REQUIRED
+        from trickopt.tricks.optim import OPTIMIZER_CONSTRAINTS as OPTIM
+        from trickopt.tricks.regularization import REGULARIZATION_CONSTRAINTS as REG
+        from trickopt.tricks.schedules import SCHEDULE_CONSTRAINTS
 
-        check_min(errors, f"{prefix}.max_epochs", self.max_epochs, 1)
-        check_min(errors, f"{prefix}.batch_size", self.batch_size, 1)
-        check_positive(errors, f"{prefix}.lr", self.lr)
-        check_choice(errors, f"{prefix}.optimizer", self.optimizer, OPTIMIZERS)
-        check_range(errors, f"{prefix}.momentum", self.momentum, 0, 1, "a float in [0, 1)",
-                    low_inclusive=True)
-        check_non_negative(errors, f"{prefix}.l1", self.l1)
-        check_non_negative(errors, f"{prefix}.l2", self.l2)
-        check_choice(errors, f"{prefix}.l1_mode", self.l1_mode, L1_MODES)
-        if self.l2_mode is not None:
-            check_choice(errors, f"{prefix}.l2_mode", self.l2_mode, L2_MODES)
+        errors = check_fields(self, prefix, {
+            "max_epochs": integer(1), "batch_size": integer(1), "lr": OPTIM["lr"],
+            "optimizer": OPTIM["name"], "momentum": OPTIM["momentum"],
+            "l1": REG["l1"], "l1_mode": REG["l1_mode"], "l2": REG["l2"],
+            "l2_mode": optional(REG["l2_mode"]), "schedule": one_of(*SCHEDULE_CONSTRAINTS),
+            "stopper": one_of(*STOPPER_CONSTRAINTS), "device": _DEVICE,
+            "threads": optional(integer(1)), "seed": integer(0, TORCH_SEED_END),
+        })
+        if self.device != "auto" and _DEVICE(self.device) and not _device_exists(self.device):
+            errors.append(f"{prefix}.device: {self.device!r} is not on this machine (use auto "
+                          "or cpu)")
         if self.optimizer == "adamw" and self.l2_mode == "coupled":
             errors.append(f"{prefix}.l2_mode: adamw always decouples weight decay; got "
                           "'coupled' (use optimizer adam for coupled L2)")
-        if check_choice(errors, f"{prefix}.schedule", self.schedule, SCHEDULES):
-            check_schedule_params(errors, f"{prefix}.schedule_params", self.schedule,
-                                  self.schedule_params)
-        if check_choice(errors, f"{prefix}.stopper", self.stopper, tuple(STOPPER_PARAMS)):
-            try:
-                create_stopper(self.stopper, **self.stopper_params)
-            except (TypeError, ValueError) as exc:
-                errors.append(f"{prefix}.stopper_params: {exc}")
-        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):
-            errors.append(f"{prefix}.device: must be auto, cpu, cuda, cuda:N or mps; "
-                          f"got {self.device!r}")
-        if self.threads is not None:
-            check_min(errors, f"{prefix}.threads", self.threads, 1)
-
+        if self.schedule in SCHEDULE_CONSTRAINTS:
+            errors += check_params(f"{prefix}.schedule_params", self.schedule_params,
+                                   SCHEDULE_CONSTRAINTS[self.schedule])
+        warmup = self.schedule_params.get("warmup_epochs")
+        if self.schedule == "warmup_cosine" and real(0)(warmup) and warmup >= self.max_epochs:
+            errors.append(must_be(f"{prefix}.schedule_params.warmup_epochs:",
+                                  f"< max_epochs ({self.max_epochs})", warmup))
+        if self.stopper in STOPPER_CONSTRAINTS:
+            errors += check_params(f"{prefix}.stopper_params", self.stopper_params,
+                                   STOPPER_CONSTRAINTS[self.stopper],
+                                   required=STOPPER_REQUIRED[self.stopper])
+        return errors
 
     @property
     def resolved_l2_mode(self) -> str:
@@ -177,63 +176,50 @@ class RunConfig:
 
 
 # ---------------------------------------------------------------------------------------------
-# Checks. Each appends "field: what is allowed; got value" and returns whether the value passed.
+# Checks: the shared constraints (trickopt.tricks.constraints) applied to a section's fields.
 
 
-def check_choice(errors: list[str], name: str, value: Any, allowed: tuple) -> bool:
-    if value in allowed:
+def check_fields(section: Any, prefix: str, constraints: dict[str, Constraint]) -> list[str]:
+    """One line per field of `section` that breaks its constraint: "prefix.field: must be..."."""
+    return check_params(prefix, {name: getattr(section, name) for name in constraints},
+                        constraints)
+
+
+def _spelled(parse: Callable[[str], str], allowed: tuple) -> Constraint:
+    """One of `allowed` in any spelling that `parse` accepts (e.g. "LayerNorm" for "layer")."""
+    def test(value: Any) -> bool:
+        try:
+            parse(value)
+        except ValueError:
+            return False
         return True
-    errors.append(f"{name}: must be one of {', '.join(map(str, allowed))}; got {value!r}")
-    return False
+    return Constraint(f"one of {allowed!r}", test)
 
 
-def check_min(errors: list[str], name: str, value: int | float, low: int | float) -> bool:
-    if value >= low:
-        return True
-    errors.append(f"{name}: must be >= {low}; got {value!r}")
-    return False
+_DEVICE = Constraint("auto, cpu, cuda, cuda:N or mps",
+                     lambda v: re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", v) is not None)
 
 
-def check_positive(errors: list[str], name: str, value: float) -> bool:
-    if math.isfinite(value) and value > 0:
-        return True
-    errors.append(f"{name}: must be a finite float > 0; got {value!r}")
-    return False
+TORCH_SEED_END = 2**64  # torch.manual_seed takes seeds below this
 
 
-def check_non_negative(errors: list[str], name: str, value: float) -> bool:
-    if math.isfinite(value) and value >= 0:
-        return True
-    errors.append(f"{name}: must be a finite float >= 0; got {value!r}")
-    return False
-
-
-def check_probability(errors: list[str], name: str, value: float) -> bool:
-    return check_range(errors, name, value, 0, 1, "a float in [0, 1)", low_inclusive=True)
-
-
-def check_range(errors: list[str], name: str, value: float, low: float, high: float,
-                allowed: str, *, low_inclusive: bool = False) -> bool:
-    above = value >= low if low_inclusive else value > low
-    if above and value < high:
-        return True
-    errors.append(f"{name}: must be {allowed}; got {value!r}")
-    return False
-
-
-def check_schedule_params(errors: list[str], name: str, schedule: str, params: dict) -> bool:
-    """Dry-run the scheduler on a throwaway optimizer: torch's own checks become config errors."""
+def _device_exists(name: str) -> bool:
     import torch
 
-    from trickopt.tricks.schedules import create_scheduler
-
-    dummy = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
-    try:
-        create_scheduler(schedule, dummy, epochs=10, steps_per_epoch=10, **params)
-    except (TypeError, ValueError) as exc:
-        errors.append(f"{name}: {exc}")
-        return False
+    kind, _, index = name.partition(":")
+    if kind == "cuda":
+        return torch.cuda.is_available() and int(index or 0) < torch.cuda.device_count()
+    if kind == "mps":
+        return getattr(torch.backends, "mps", None) is not None and \
+            torch.backends.mps.is_available()
     return True
+
+
+def _is_file(path: str) -> bool:
+    try:
+        return Path(path).expanduser().is_file()
+    except (OSError, ValueError):  # a name too long for the OS, or one holding a NUL
+        return False
 
 
 # ---------------------------------------------------------------------------------------------
@@ -243,29 +229,29 @@ def check_schedule_params(errors: list[str], name: str, schedule: str, params: d
 def parse_section(cls: type, raw: Any, prefix: str, errors: list[str]) -> Any:
     """Build dataclass `cls` from mapping `raw`, appending every problem to `errors`.
 
-    Unknown keys and wrong types are reported here; `cls.check` (if any) reports the ranges and
-    names. The returned instance holds defaults in place of rejected values.
+    Unknown keys and wrong types are reported here; `cls.check(prefix)` (if any) returns the
+    lines for ranges and names. The returned instance holds defaults in place of rejected values.
     """
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        errors.append(f"{prefix}: must be a mapping of keys to values; got {raw!r}")
+        errors.append(must_be(f"{prefix}:", "a mapping of keys to values", raw))
         raw = {}
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     values = {}
     for key, value in raw.items():
         if key not in names:
-            errors.append(f"{prefix}.{key}: unknown key; allowed: {', '.join(names)}")
+            errors.append(unknown(prefix, key, "key", names))
             continue
         ok, converted = _convert(value, hints[key])
         if ok:
             values[key] = converted
         else:
-            errors.append(f"{prefix}.{key}: must be {_type_name(hints[key])}; got {value!r}")
+            errors.append(must_be(f"{prefix}.{key}:", _type_name(hints[key]), value))
     section = cls(**values)
     if hasattr(section, "check"):
-        section.check(prefix, errors)
+        errors.extend(section.check(prefix))
     return section
 
 
@@ -302,7 +288,8 @@ def _type_name(hint: Any) -> str:
         inner = [a for a in typing.get_args(hint) if a is not type(None)]
         return f"{_type_name(inner[0])} or null"
     if origin is list:
-        return f"a list of {_type_name(typing.get_args(hint)[0])}s"
+        item = _type_name(typing.get_args(hint)[0]).removeprefix("an ").removeprefix("a ")
+        return f"a list of {item}s"
     return {bool: "true or false", int: "an int", float: "a float", str: "a string",
             dict: "a mapping"}.get(hint, str(hint))
 
@@ -311,8 +298,39 @@ def _type_name(hint: Any) -> str:
 # Files and --set overrides.
 
 
+# Limits on what a config may be: far above any real study file, far below what hurts. An
+# alias-heavy file ("billion laughs") or one nested hundreds deep costs gigabytes or a
+# RecursionError to anything that walks it.
+MAX_CONFIG_BYTES = 1 << 20
+MAX_YAML_DEPTH = 32
+MAX_YAML_ALIASES = 100
+
+
 class _YamlLoader(yaml.SafeLoader):
-    """SafeLoader that also reads `1e-3` as a float: YAML 1.1 (PyYAML) wants `1.0e-3`."""
+    """SafeLoader that also reads `1e-3` as a float (YAML 1.1, PyYAML, wants `1.0e-3`), and
+    refuses documents nested deeper than MAX_YAML_DEPTH or with more than MAX_YAML_ALIASES
+    aliases."""
+
+    _depth = _aliases = 0
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            self._aliases += 1
+            if self._aliases > MAX_YAML_ALIASES:
+                raise _TooBig(f"more than {MAX_YAML_ALIASES} aliases (*name)")
+        self._depth += 1
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                raise _TooBig(f"nested more than {MAX_YAML_DEPTH} levels deep")
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+class _TooBig(yaml.YAMLError):
+    def __init__(self, problem: str):
+        super().__init__(problem)
+        self.problem = problem
 
 
 _YamlLoader.add_implicit_resolver(
@@ -326,12 +344,21 @@ def load_yaml(text: str) -> Any:
 
 
 def read_yaml(path: str | Path) -> dict:
-    """Read a YAML mapping; an unreadable or malformed file is a ConfigError naming it."""
+    """Read a YAML mapping; an unreadable, non-UTF-8 or malformed file is a ConfigError naming
+    it."""
     path = Path(path)
+    if path.exists() and not path.is_file():
+        raise ConfigError([f"{path}: is not a regular file; a config file is YAML text"])
+    if path.is_file() and path.stat().st_size > MAX_CONFIG_BYTES:
+        raise ConfigError([f"{path}: is {path.stat().st_size} bytes; a config file may be at "
+                           f"most {MAX_CONFIG_BYTES} bytes"])
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError([f"{path}: cannot read the config file ({exc.strerror})"]) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"{path}: is not UTF-8 text (byte {exc.start}: {exc.reason}); a "
+                           "config file is YAML text"]) from None
     try:
         raw = load_yaml(text)
     except yaml.YAMLError as exc:
@@ -387,7 +414,7 @@ def parse_run_config(raw: dict, *, origin: str = "") -> RunConfig:
     errors: list[str] = []
     for key in raw:
         if key not in RUN_SECTIONS:
-            errors.append(f"{origin}{key}: unknown section; allowed: {', '.join(RUN_SECTIONS)}")
+            errors.append(unknown("", f"{origin}{key}", "section", RUN_SECTIONS))
     sections = {name: parse_section(cls, raw.get(name), f"{origin}{name}", errors)
                 for name, cls in RUN_SECTIONS.items()}
     if errors:

@@ -59,6 +59,8 @@ def load_data(config) -> Splits:
         ((1, 8, 8), 10)
     """
     x, y, shape = _load_arrays(config)
+    if config.name == "file":
+        _check_arrays(Path(config.path), x, y, config)
     y = _encode_labels(y)
     seed = config.split_seed
     x_rest, x_test, y_rest, y_test = train_test_split(
@@ -75,6 +77,29 @@ def load_data(config) -> Splits:
     return Splits(tensor(x_train), torch.from_numpy(y_train), tensor(x_val),
                   torch.from_numpy(y_val), tensor(x_test), torch.from_numpy(y_test),
                   n_classes=int(y.max()) + 1, input_shape=shape)
+
+
+def _check_arrays(path: Path, x: np.ndarray, y: np.ndarray, config) -> None:
+    """Refuse, before any trial, data that every trial would fail on (or silently misuse)."""
+    if x.ndim < 2 or x.shape[1] == 0 or x[0].size == 0:
+        raise DataError(f"{path}: no feature columns besides the target {config.target!r}; "
+                        "the features need at least one column")
+    if not np.isfinite(x).all():
+        row, column = np.argwhere(~np.isfinite(x.reshape(len(x), -1)))[0]
+        raise DataError(f"{path}: {int((~np.isfinite(x)).sum())} feature values are NaN or "
+                        f"infinite (the first in row {row + 1}, feature {column + 1}); fill or "
+                        "drop them first")
+    classes, counts = np.unique(y, return_counts=True)
+    if len(classes) < 2:
+        raise DataError(f"{path}: the target {config.target!r} has a single class; a "
+                        "classifier needs at least 2")
+    # Each class must reach train, val and test in the stratified split.
+    smallest = int(counts.min())
+    if smallest < 3 or len(y) * min(config.val_fraction, config.test_fraction) < len(classes):
+        rare = classes[counts.argmin()].item()  # a plain value: np.str_('7') reads badly
+        raise DataError(f"{path}: too few rows to split: {len(y)} rows, class {rare!r} has "
+                        f"{smallest}; every class needs at least 3 rows, and val and test at "
+                        "least one row per class")
 
 
 def _encode_labels(y: np.ndarray) -> np.ndarray:
@@ -114,8 +139,14 @@ def _load_file(path: Path, target: str) -> tuple[np.ndarray, np.ndarray, tuple[i
 
 
 def _load_npz(path: Path, target: str) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:
-    with np.load(path, allow_pickle=False) as archive:
-        arrays = dict(archive)
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = dict(archive)
+    except ValueError as exc:  # object arrays: loading them would need pickle, never allowed
+        raise DataError(f"{path}: holds an array numpy can only load with pickle ({exc}); "
+                        "save plain numeric arrays") from None
+    except (OSError, EOFError) as exc:
+        raise DataError(f"{path}: not a readable .npz file ({exc})") from None
     if target not in arrays:
         raise DataError(f"{path}: no array named {target!r} (the target); "
                         f"found: {', '.join(arrays)}")
@@ -124,18 +155,27 @@ def _load_npz(path: Path, target: str) -> tuple[np.ndarray, np.ndarray, tuple[in
         raise DataError(f"{path}: besides the target {target!r} the file must hold exactly one "
                         f"feature array; found: {', '.join(arrays) or 'none'}")
     (x,) = arrays.values()
+    if x.dtype.kind not in "biuf" or x.ndim < 2:
+        raise DataError(f"{path}: the features must be a numeric array of shape (rows, "
+                        f"features...); got {x.dtype} of shape {x.shape}")
     if len(x) != len(y):
         raise DataError(f"{path}: features have {len(x)} rows but the target has {len(y)}")
     return x.astype(np.float32), y, tuple(x.shape[1:])
 
 
 def _load_csv(path: Path, target: str) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:
-    with path.open(newline="") as handle:
-        reader = csv.reader(handle)
-        rows = [(reader.line_num, row) for row in reader if row]  # blank lines skipped
+    try:
+        with path.open(newline="", encoding="utf-8") as handle:
+            reader = csv.reader(handle)
+            rows = [(reader.line_num, row) for row in reader if row]  # blank lines skipped
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: is not UTF-8 text (byte {exc.start}); save it as UTF-8"
+                        ) from None
     if not rows:
         raise DataError(f"{path}: the file is empty")
     header, body = rows[0][1], rows[1:]
+    if not body:
+        raise DataError(f"{path}: a header and no rows")
     if target not in header:
         raise DataError(f"{path}: no column named {target!r} (the target); "
                         f"columns: {', '.join(header)}")

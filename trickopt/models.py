@@ -8,6 +8,7 @@ reparametrises the Linear/Conv itself (one magnitude per output unit).
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from trickopt.tricks.dropout import create_dropout
@@ -118,3 +119,23 @@ def build_model(config, input_shape: tuple[int, ...], n_classes: int) -> nn.Modu
     for size in input_shape:
         in_features *= size
     return MLP(in_features, n_classes, depth=config.depth, width=config.width, **common)
+
+
+def seeded_model(config, input_shape: tuple[int, ...], n_classes: int, *,
+                 seed: int) -> nn.Module:
+    """`build_model` with reproducible initial weights: `torch.manual_seed(seed)`, then build.
+
+    The seed must come first because every layer draws its initial weights from torch's
+    global RNG as it is constructed; seeding after `build_model` would fix only what is drawn
+    later (dropout masks), and two runs of one configuration would start from different
+    weights. The global RNG is left seeded, as `torch.manual_seed` leaves it.
+
+    Example:
+        >>> from trickopt.config import ModelConfig
+        >>> a = seeded_model(ModelConfig(), (64,), 10, seed=3)
+        >>> b = seeded_model(ModelConfig(), (64,), 10, seed=3)
+        >>> all(torch.equal(a.state_dict()[k], b.state_dict()[k]) for k in a.state_dict())
+        True
+    """
+    torch.manual_seed(seed)
+    return build_model(config, input_shape, n_classes)

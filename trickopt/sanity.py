@@ -1,4 +1,4 @@
-"""`python -m trickopt.train --sanity`: the seed's dropout debugging tip, made a command.
+"""`python -m trickopt.train_cli --sanity`: the seed's dropout debugging tip, made a command.
 
 Dropout makes the cost J ill-defined from batch to batch, so a falling loss curve proves
 little while it is on. The tip: switch dropout (and every other source of noise) off, check
@@ -12,10 +12,8 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 
-import torch
-
 from trickopt.data import Splits
-from trickopt.models import build_model
+from trickopt.models import seeded_model
 from trickopt.train import evaluate, fit
 
 FALLING_EPOCHS = 20  # long enough to see a trend, short enough to run in seconds
@@ -46,8 +44,7 @@ def quiet_config(run_config):
 def check_loss_falls(run_config, data: Splits) -> SanityCheck:
     quiet = quiet_config(run_config)
     quiet.train.max_epochs = FALLING_EPOCHS
-    torch.manual_seed(quiet.train.seed)
-    model = build_model(quiet.model, data.input_shape, data.n_classes)
+    model = seeded_model(quiet.model, data.input_shape, data.n_classes, seed=quiet.train.seed)
     losses = fit(model, data, quiet.train).metric("train_loss")
     rises = [e + 2 for e, (a, b) in enumerate(zip(losses, losses[1:])) if not b < a]
     if not rises:
@@ -66,8 +63,7 @@ def check_overfits_small_batch(run_config, data: Splits) -> SanityCheck:
     n = min(OVERFIT_SAMPLES, len(data.y_train))
     small = Splits(data.x_train[:n], data.y_train[:n], data.x_train[:n], data.y_train[:n],
                    data.x_train[:n], data.y_train[:n], data.n_classes, data.input_shape)
-    torch.manual_seed(quiet.train.seed)
-    model = build_model(quiet.model, data.input_shape, data.n_classes)
+    model = seeded_model(quiet.model, data.input_shape, data.n_classes, seed=quiet.train.seed)
     fit(model, small, quiet.train)
     loss, accuracy = evaluate(model, small.x_train, small.y_train)
     if accuracy >= OVERFIT_ACCURACY:

@@ -1,9 +1,10 @@
 """The training engine: `fit` one configuration with every trick applied, and `refit`.
 
-Hot-path rules (see STYLE.md): the data set is moved to the device once and batched by a
-shuffled index each epoch (a DataLoader over in-memory tensors costs ~1.3x per epoch here);
-nothing syncs with the host inside an epoch: losses are summed on the device and read once
-per epoch, together with the validation metrics.
+Hot-path rules: data that fits stays on the device, and nothing inside an epoch waits for the
+host (no per-batch `.item()`, no blocking I/O). So the data set is moved to the device once and
+batched by a shuffled index each epoch (a DataLoader over in-memory tensors costs ~1.3x per
+epoch here); losses are summed on the device and read once per epoch, together with the
+validation metrics.
 
 Order of events per epoch: train all batches (penalty, optimizer step, proximal L1, per-batch
 schedules) -> validate -> the stopper decides (level 1) -> the best weights are kept ->
@@ -11,7 +12,7 @@ per-epoch schedules step (plateau gets the validation loss) -> `on_epoch_end(epo
 may stop the run (the study's pruner, level 2). When the run ends, the best epoch's weights
 are restored, so the model scores what History's best epoch recorded.
 
-Run `python -m trickopt.train --help` for the command line.
+The command line is `python -m trickopt.train_cli --help` (`trickopt-train` once installed).
 """
 
 from __future__ import annotations
@@ -25,12 +26,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trickopt.tricks.early_stopping import create_stopper
+from trickopt.tricks.early_stopping import StopReason, create_stopper
 from trickopt.tricks.optim import create_optimizer
 from trickopt.tricks.regularization import Regularization, split_parameters, weight_sparsity
 from trickopt.tricks.schedules import create_scheduler
 
-STOP_REASONS = ("patience", "gl", "pq", "up", "max_epochs", "non_finite_loss", "callback")
 EPOCH_METRICS = ("train_loss", "val_loss", "val_accuracy", "lr", "weight_sparsity",
                  "epoch_seconds")
 _EVAL_CHUNK = 8192  # rows per forward pass when scoring: bounds memory on large sets
@@ -44,7 +44,7 @@ class History:
 
     epochs: list[dict] = field(default_factory=list)  # one dict per epoch: EPOCH_METRICS
     best_epoch: int = 0  # 0: no finite validation loss was ever seen
-    stop_reason: str = ""
+    stop_reason: StopReason | None = None  # None while the run goes on
 
     @property
     def epochs_trained(self) -> int:
@@ -86,7 +86,7 @@ def fit(model: nn.Module, data, config, *, on_epoch_end: EpochCallback | None = 
         config: a `TrainConfig`.
         on_epoch_end: called after every epoch with (epoch, metrics), where metrics holds
             EPOCH_METRICS plus `best_epoch` so far; returning True stops the run with reason
-            `callback` (ignored on the epoch where the stopper itself ends the run).
+            `StopReason.PRUNED` (ignored on the epoch where the stopper itself ends the run).
 
     Example:
         >>> from trickopt.config import RunConfig
@@ -122,18 +122,17 @@ def fit(model: nn.Module, data, config, *, on_epoch_end: EpochCallback | None = 
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         history.best_epoch = metrics["best_epoch"] = stopper.best_epoch
         if stop:
-            history.stop_reason = "non_finite_loss" if stopper.reason == "non_finite" \
-                else stopper.reason
+            history.stop_reason = stopper.reason
         else:
             run.schedule.after_epoch(metrics["val_loss"])
         # The callback sees every epoch, the last one too; once the stopper has ended the run
         # its answer no longer matters (level 1 wins over level 2 on the same epoch).
         if on_epoch_end is not None and on_epoch_end(epoch, metrics) and not stop:
-            history.stop_reason = "callback"
+            history.stop_reason = StopReason.PRUNED
         if history.stop_reason:
             break
     else:
-        history.stop_reason = "max_epochs"
+        history.stop_reason = StopReason.MAX_EPOCHS
     if best_state is not None:
         model.load_state_dict(best_state)
     return history
@@ -152,7 +151,7 @@ def refit(model: nn.Module, data, config, *, epochs: int,
     if include_test:
         x, y = torch.cat([x, data.x_test]), torch.cat([y, data.y_test])
     run = _Run(model, x, y, config, epochs=epochs)
-    history = History(best_epoch=epochs, stop_reason="max_epochs")
+    history = History(best_epoch=epochs, stop_reason=StopReason.MAX_EPOCHS)
     for epoch in range(1, epochs + 1):
         started = time.perf_counter()
         lr = run.optimizer.param_groups[0]["lr"]
@@ -262,8 +261,3 @@ class _Run:
                 self.schedule.after_batch()
         return total
 
-
-if __name__ == "__main__":
-    from trickopt.train_cli import main
-
-    raise SystemExit(main())

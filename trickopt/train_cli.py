@@ -1,28 +1,28 @@
-"""`python -m trickopt.train [CONFIG.yaml] [--set key=value ...] [--sanity]`."""
+"""`python -m trickopt.train_cli [CONFIG.yaml] [--set key=value ...] [--sanity]`."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-import torch
-
 from trickopt.config import ConfigError, load_run_config
 from trickopt.data import DataError, load_data
-from trickopt.models import build_model
+from trickopt.models import seeded_model
+from trickopt.sanity import run_sanity_checks
 from trickopt.train import EPOCH_METRICS, evaluate, fit
 
 EXAMPLES = """examples:
-  python -m trickopt.train                                  # digits MLP, defaults
-  python -m trickopt.train --set model.arch=cnn --set model.norm=batch
-  python -m trickopt.train --set train.stopper=gl --set train.stopper_params='{alpha: 5}'
-  python -m trickopt.train configs/run.yaml --sanity        # check before a long study
+  python -m trickopt.train_cli                              # digits MLP, defaults
+  python -m trickopt.train_cli --set model.arch=cnn --set model.norm=batch
+  python -m trickopt.train_cli --set train.stopper=gl --set train.stopper_params='{alpha: 5}'
+  python -m trickopt.train_cli configs/run.yaml --sanity    # check before a long study
 """
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m trickopt.train", description="Train one configuration with the tricks.",
+        prog="python -m trickopt.train_cli",
+        description="Train one configuration with the tricks.",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("config", nargs="?", help="YAML file with data/model/train sections")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
@@ -38,8 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = load_run_config(args.config, args.overrides)
         data = load_data(config.data)
-        torch.manual_seed(config.train.seed)
-        model = build_model(config.model, data.input_shape, data.n_classes)
+        model = seeded_model(config.model, data.input_shape, data.n_classes,
+                             seed=config.train.seed)
     except (ConfigError, DataError, ValueError) as exc:
         for line in str(exc).splitlines():
             print(f"error: {line}", file=sys.stderr)
@@ -64,8 +64,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _sanity(config, data) -> int:
-    from trickopt.sanity import run_sanity_checks
-
     checks = run_sanity_checks(config, data)
     for check in checks:
         print(f"[{'ok' if check.passed else 'FAILED'}] {check.name}: {check.detail}")

@@ -6,9 +6,17 @@ import argparse
 import sys
 
 from trickopt.config import ConfigError
+from trickopt.data import DataError
+from trickopt.study import signals
+from trickopt.study.config import load_study_config
+from trickopt.study.report import format_summary
+from trickopt.study.runner import StudyMismatchError, TrackingError, run_study
+from trickopt.study.storage import StorageError
+from trickopt.urls import mask_passwords_in_text, remember_secrets
 
 EXAMPLES = """examples:
   python -m trickopt.study                          # the built-in default: digits CNN, all tricks
+  python -m trickopt.study --list                   # the knobs a study can search, the data sets
   python -m trickopt.study studies/quickstart.yaml  # the same, from its file
   python -m trickopt.study --n-trials 100 --set study.pruner=hyperband
   python -m trickopt.study studies/tabular.yaml --set search.norm=batch   # fix a trick
@@ -31,12 +39,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--timeout", type=float, help="seconds to run now (study.timeout)")
     parser.add_argument("--study-name", help="study.name; also the MLflow experiment")
     parser.add_argument("--storage", help="Optuna storage URL (default: ./trickopt.journal)")
-    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: ./mlflow.db)")
+    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: "
+                        "$MLFLOW_TRACKING_URI if set, else ./mlflow.db)")
     parser.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: auto)")
     parser.add_argument("--seed", type=int, help="sampler seed (study.seed)")
     parser.add_argument("--workers", type=int,
                         help="worker processes on this machine (study.workers)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--list", action="store_true",
+                        help="list the searchable knobs and the data sets, then exit")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="override any setting, e.g. train.max_epochs=20")
     return parser.parse_args(argv)
@@ -59,68 +70,57 @@ def _quote(value: str) -> str:
     return "'" + str(value).replace("'", "''") + "'"
 
 
-def _tracking_uri_hint(args: argparse.Namespace) -> str | None:
-    """The tracking URI the study will most likely use, read from the study file before it is
-    validated (validating imports torch: seconds). Only a hint for preparing the store: the
-    validated config decides, and a wrong hint costs nothing but the preparation."""
-    from trickopt.study.config import read_study_file
-    from trickopt.tracking import default_tracking_uri
+def list_knobs_and_data() -> str:
+    """What `--list` prints: every searchable knob and every built-in data set."""
+    from trickopt.data import DATASETS
+    from trickopt.study.space import ALL_TRICKS, PARAMS
 
-    try:
-        tracking = read_study_file(args.study_file, _overrides(args)).get("tracking") or {}
-        if tracking.get("enabled") is False:
-            return None
-        uri = tracking.get("uri")
-        return uri if isinstance(uri, str) else default_tracking_uri()
-    except Exception:  # noqa: BLE001 - the validation reports it properly
-        return None
+    lines = ["searchable knobs (search.NAME; a fixed value, {low, high, log, step} or "
+             "{choices: [...]}):"]
+    for name, param in PARAMS.items():
+        default = ALL_TRICKS.get(name, "not searched by default")
+        when = (f"  (only when {param.parent} is {' or '.join(map(str, param.parent_values))})"
+                if param.parent else "")
+        lines.append(f"  {name:<20} default: {default}{when}")
+    lines.append("data sets (data.name): " + ", ".join(DATASETS))
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    from trickopt.study.config import load_study_config
-    from trickopt.tracking import StudyTracker
+    from trickopt.study import phases
 
-    # Started before anything else, torch included (the config's validation imports it): the
-    # tracking process imports mlflow and prepares a new store meanwhile. It writes nothing
-    # before run_study opens it; run_study owns it from there.
-    hint = _tracking_uri_hint(args)
-    early = None
-    if hint is not None:  # None: tracking off, or a file the validation will refuse
-        early = StudyTracker()
-        early.prepare(hint)
+    try:
+        return _main(argv)
+    finally:
+        phases.mark("main_end")
+        phases.write()
+
+
+def _main(argv: list[str] | None) -> int:
+    args = parse_args(argv)
+    remember_secrets(args.storage, args.tracking_uri)  # before any message can show them
+    if args.list:
+        print(list_knobs_and_data())
+        return 0
     try:
         config = load_study_config(args.study_file, _overrides(args))
     except ConfigError as exc:
-        if early is not None:
-            early.abandon()
         for line in exc.errors:
-            print(f"error: {line}", file=sys.stderr)
+            print(f"error: {mask_passwords_in_text(line)}", file=sys.stderr)
         return 2
-    except BaseException:
-        if early is not None:
-            early.abandon()
-        raise
-    from trickopt.study.tracking_start import start_tracker
-
-    tracker = start_tracker(config, early)
+    signals.handle_sigterm()
     try:
-        from trickopt.data import DataError
-        from trickopt.study.report import format_summary
-        from trickopt.study.runner import StudyMismatchError, TrackingError, run_study
-        from trickopt.study.storage import StorageError
-    except BaseException:
-        if tracker is not None:
-            tracker.abandon()
-        raise
-    try:
-        result = run_study(config, progress=not args.no_progress, tracker=tracker)
+        result = run_study(config, progress=not args.no_progress)
     except (DataError, TrackingError, StorageError, StudyMismatchError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {mask_passwords_in_text(str(exc))}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a fault, not a mistake: the disk filled up, a mount went away
+        print(f"error: {mask_passwords_in_text(str(exc))}. Every finished trial is kept; "
+              "fix that and run the same command again to go on", file=sys.stderr)
+        return 1
     print(format_summary(result, config))
     if result.interrupted:
-        return 130
+        return signals.EXIT_CODE if signals.received() else 130
     return 1 if result.tracking_error else 0  # the trials are all in Optuna; MLflow lacks some
 
 

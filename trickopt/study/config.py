@@ -9,6 +9,7 @@ and is validated as a whole before anything is created: every problem is reporte
 from __future__ import annotations
 
 import copy
+import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,16 +20,53 @@ from trickopt.config import (
     ConfigError,
     DataConfig,
     ModelConfig,
+    RunConfig,
     TrainConfig,
     apply_overrides,
-    check_choice,
-    check_min,
+    check_fields,
     parse_section,
     read_yaml,
 )
+from trickopt.study.space import ALL_TRICKS, parse_search
+from trickopt.tricks.constraints import (
+    BOOL,
+    Constraint,
+    check,
+    check_params,
+    integer,
+    must_be,
+    one_of,
+    optional,
+    real,
+    shown,
+    unknown,
+)
 
-SAMPLERS = ("tpe", "random", "qmc", "gp")
-PRUNERS = ("median", "percentile", "successive_halving", "hyperband", "wilcoxon", "none")
+# The arguments of Optuna 5's samplers and pruners (see `inspect.signature`) that a study file
+# may set, with Optuna's own ranges, so that a bad one is reported before anything is built.
+# Left out: the seed (study.seed), TPE's group/multivariate (ours: group=True), callables, and
+# arguments Optuna deprecates. Hyperband's max_resource defaults to train.max_epochs.
+SAMPLER_PARAMS: dict[str, dict[str, Constraint]] = {
+    "tpe": {"n_startup_trials": integer(0), "n_ei_candidates": integer(1),
+            "constant_liar": BOOL},
+    "random": {},
+    "qmc": {"qmc_type": one_of("sobol", "halton"), "scramble": BOOL},
+    "gp": {"n_startup_trials": integer(0), "deterministic_objective": BOOL},
+}
+_STEPS = {"n_startup_trials": integer(0), "n_warmup_steps": integer(0),
+          "interval_steps": integer(1), "n_min_trials": integer(1)}  # median and percentile
+PRUNER_PARAMS: dict[str, dict[str, Constraint]] = {
+    "median": _STEPS,
+    "percentile": {"percentile": real(0, 100), **_STEPS},
+    "successive_halving": {"min_resource": integer(1), "reduction_factor": integer(2),
+                           "min_early_stopping_rate": integer(0)},
+    "hyperband": {"min_resource": integer(1), "max_resource": integer(1),
+                  "reduction_factor": integer(2)},
+    "wilcoxon": {"p_threshold": real(0, 1), "n_startup_steps": integer(0)},
+    "none": {},
+}
+SAMPLERS = tuple(SAMPLER_PARAMS)
+PRUNERS = tuple(PRUNER_PARAMS)
 METRICS = {"val_loss": "minimize", "val_accuracy": "maximize"}
 # Our defaults where Optuna's do not fit epoch-level reports. Median and percentile wait for 5
 # finished trials and 3 epochs: earlier, the median is noise. Percentile needs its percentile.
@@ -37,6 +75,14 @@ PRUNER_DEFAULTS = {"median": {"n_startup_trials": 5, "n_warmup_steps": 3},
                                   "n_warmup_steps": 3}}
 REFITS = ("none", "train_val", "train_val_test")
 DEFAULT_STUDY_NAME = "trickopt-digits-cnn"
+
+
+# A study name becomes an MLflow experiment name and a quoted value in MLflow's search
+# filters, which cannot escape quotes; and a name over MLflow's limits is refused by MLflow
+# only once trials have run.
+NAME = Constraint("a name of 1 to 200 characters without quotes, backticks or control "
+                  "characters", lambda v: isinstance(v, str) and 0 < len(v.strip()) and
+                  len(v) <= 200 and not any(c in "'\"`" or ord(c) < 32 for c in v))
 
 
 @dataclass
@@ -56,33 +102,40 @@ class StudySection:
     # RDB storages only: a worker silent this long is dead; its trial is failed and retried.
     heartbeat_interval: int = 10  # seconds
     grace_period: int = 60  # seconds; > a few heartbeats, so a busy worker is not declared dead
+    # Resuming a study whose fixed settings (data, model, train, ...) differ from this file's is
+    # refused, since its trials would no longer be comparable; true accepts the changes.
+    allow_changes: bool = False
 
-    def check(self, prefix: str, errors: list[str]) -> None:
-        if not self.name.strip():
-            errors.append(f"{prefix}.name: must be a non-empty string; got {self.name!r}")
-        check_min(errors, f"{prefix}.n_trials", self.n_trials, 1)
-        if self.timeout is not None and not self.timeout > 0:
-            errors.append(f"{prefix}.timeout: must be a number of seconds > 0 or null; "
-                          f"got {self.timeout!r}")
-        if check_choice(errors, f"{prefix}.metric", self.metric, tuple(METRICS)):
-            if self.direction is not None and self.direction != METRICS[self.metric]:
-                errors.append(f"{prefix}.direction: {self.metric} is always "
-                              f"{METRICS[self.metric]}d; got {self.direction!r}")
-        if check_choice(errors, f"{prefix}.sampler", self.sampler, SAMPLERS):
-            _dry_run(errors, f"{prefix}.sampler_params", create_sampler, self.sampler,
-                     self.sampler_params, 0)
-        if check_choice(errors, f"{prefix}.pruner", self.pruner, PRUNERS):
-            _dry_run(errors, f"{prefix}.pruner_params", create_pruner, self.pruner,
-                     self.pruner_params, 10)
-        check_min(errors, f"{prefix}.workers", self.workers, 1)
-        check_min(errors, f"{prefix}.heartbeat_interval", self.heartbeat_interval, 1)
+    def check(self, prefix: str) -> list[str]:
+        errors = check_fields(self, prefix, {
+            "name": NAME, "seed": optional(integer(0, 2**32)),  # numpy's seed range
+            "n_trials": integer(1),
+            "timeout": optional(real(0, low_open=True, finite=False)),  # seconds
+            "metric": one_of(*METRICS), "sampler": one_of(*SAMPLERS),
+            "pruner": one_of(*PRUNERS), "workers": integer(1), "heartbeat_interval": integer(1),
+        })
+        if self.metric in METRICS and self.direction not in (None, METRICS[self.metric]):
+            errors.append(f"{prefix}.direction: {self.metric} is always "
+                          f"{METRICS[self.metric]}d; got {shown(self.direction)}")
+        if self.sampler in SAMPLER_PARAMS:
+            errors += check_params(f"{prefix}.sampler_params", self.sampler_params,
+                                   SAMPLER_PARAMS[self.sampler])
+        if self.pruner in PRUNER_PARAMS:
+            errors += check_params(f"{prefix}.pruner_params", self.pruner_params,
+                                   PRUNER_PARAMS[self.pruner])
         if self.grace_period <= self.heartbeat_interval:
-            errors.append(f"{prefix}.grace_period: must be > heartbeat_interval "
-                          f"({self.heartbeat_interval}); got {self.grace_period!r}")
+            errors.append(must_be(f"{prefix}.grace_period:",
+                                  f"> heartbeat_interval ({self.heartbeat_interval})",
+                                  self.grace_period))
+        if _is_int(self.workers) and self.workers > max_workers():
+            errors.append(must_be(f"{prefix}.workers:", f"<= {max_workers()}, the cores (or "
+                                  "GPUs) of this machine: more would only wait for them",
+                                  self.workers))
         if self.workers > 1 and self.storage is not None and self.storage.startswith("sqlite"):
             errors.append(f"{prefix}.workers: {self.workers} workers cannot share SQLite safely "
                           "(\"database is locked\"); use PostgreSQL (--storage "
                           "postgresql://...) or a journal file (--storage journal:PATH)")
+        return errors
 
     @property
     def resolved_direction(self) -> str:
@@ -94,6 +147,24 @@ class TrackingSection:
     enabled: bool = True
     uri: str | None = None  # None: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here
     experiment: str | None = None  # None: the study name
+
+    def check(self, prefix: str) -> list[str]:
+        return check_fields(self, prefix, {"experiment": optional(NAME)})
+
+
+def max_workers() -> int:
+    """One worker per core, or per GPU where there are more GPUs than cores."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    import torch
+
+    return max(cores, torch.cuda.device_count() if torch.cuda.is_available() else 0)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 @dataclass
@@ -110,7 +181,6 @@ class StudyConfig:
 
     @property
     def run(self):
-        from trickopt.config import RunConfig
         return RunConfig(data=self.data, model=self.model, train=self.train)
 
 
@@ -129,9 +199,13 @@ def create_sampler(name: str, params: dict, seed: int | None):
             return optuna.samplers.TPESampler(seed=seed, group=True, **params)
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed, **params)
-    if name == "qmc":
-        return optuna.samplers.QMCSampler(seed=seed, **params)
-    return optuna.samplers.GPSampler(seed=seed, **params)
+    # QMC and GP model a fixed space: the conditional knobs (a stopper's or a schedule's own
+    # parameters) are sampled independently at random, as the README says. Said once there,
+    # not in a warning on every trial; QMC's "experimental" warning is noise too.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        factory = optuna.samplers.QMCSampler if name == "qmc" else optuna.samplers.GPSampler
+        return factory(seed=seed, warn_independent_sampling=False, **params)
 
 
 def create_pruner(name: str, params: dict, max_epochs: int):
@@ -155,22 +229,7 @@ def _pruner(pruners, name: str, params: dict, max_epochs: int):
     return factory(**params)
 
 
-def _dry_run(errors: list[str], field_name: str, factory, name: str, params: dict,
-             extra: Any) -> None:
-    """Build the Optuna object once: its own argument checks become config errors."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            factory(name, params, extra)
-    except (TypeError, ValueError) as exc:
-        errors.append(f"{field_name}: {exc}")
-
-
 def _default_search() -> dict[str, Any]:
-    # trickopt.study.space imports the trick modules, hence torch: imported where needed, so
-    # that reading a study file (`read_study_file`) stays cheap.
-    from trickopt.study.space import ALL_TRICKS, parse_search
-
     return parse_search(ALL_TRICKS, "", [])
 
 
@@ -192,15 +251,15 @@ def _read_with_presets(path: Path, seen: tuple = ()) -> dict:
     extends = raw.pop("extends", [])
     if isinstance(extends, str):
         extends = [extends]
-    if not isinstance(extends, list):
-        raise ConfigError([f"{path}: extends must be a path or a list of paths; got {extends!r}"])
+    if not isinstance(extends, list) or not all(isinstance(item, str) for item in extends):
+        raise ConfigError([must_be(f"{path}: extends", "a path or a list of paths", extends)])
     merged: dict = {}
     for item in extends:
         preset = (path.parent / item).resolve()
         if preset in seen:
-            raise ConfigError([f"{path}: extends {item!r} includes itself"])
+            raise ConfigError([f"{path}: extends {shown(item)} includes itself"])
         if not preset.is_file():
-            raise ConfigError([f"{path}: extends {item!r}, but {preset} does not exist"])
+            raise ConfigError([f"{path}: extends {shown(item)}, but {preset} does not exist"])
         _merge(merged, _read_with_presets(preset, seen + (preset,)))
     return _merge(merged, raw)
 
@@ -223,12 +282,10 @@ def _is_distribution(value: dict) -> bool:
 
 
 def parse_study_config(raw: dict) -> StudyConfig:
-    from trickopt.study.space import ALL_TRICKS, parse_search
-
     errors: list[str] = []
     for key in raw:
         if key not in SECTIONS:
-            errors.append(f"{key}: unknown section; allowed: {', '.join(SECTIONS[1:])}")
+            errors.append(unknown("", key, "section", SECTIONS[1:]))
     defaults = StudyConfig()
     run = {}
     for name, cls in RUN_SECTIONS.items():
@@ -245,7 +302,7 @@ def parse_study_config(raw: dict) -> StudyConfig:
     study = parse_section(StudySection, raw.get("study"), "study", errors)
     tracking = parse_section(TrackingSection, raw.get("tracking"), "tracking", errors)
     refit = raw.get("refit", "train_val")
-    check_choice(errors, "refit", refit, REFITS)
+    errors += check("refit", refit, one_of(*REFITS))
     _check_search_against_run(search, run, errors)
     if errors:
         raise ConfigError(errors)

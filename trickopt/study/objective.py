@@ -16,12 +16,14 @@ from typing import Any
 import optuna
 import torch
 
-from trickopt.models import build_model
+from trickopt.models import seeded_model
 from trickopt.study import space
 from trickopt.study.recovery import WORKER_ATTR, worker_identity
+from trickopt.tracking.events import TRIAL_TAG
 from trickopt.train import EPOCH_METRICS, fit
+from trickopt.tricks.early_stopping import StopReason
 
-PRUNED = "pruned"
+PARAMS_ATTR = "params"  # every knob as the trial ran it, searched and fixed: the refit's source
 
 
 def flatten_config(run_config) -> dict[str, Any]:
@@ -45,10 +47,8 @@ def decided_params(trial, config) -> tuple[dict[str, Any], Any]:
 class Objective:
     """The callable Optuna optimizes; one instance serves every trial of a worker."""
 
-    def __init__(self, config, data, tracker, *, on_epoch=None):
-        """`on_epoch()`, where given, runs after every epoch (publishing the parent run)."""
+    def __init__(self, config, data, tracker):
         self.config, self.data, self.tracker = config, data, tracker
-        self.on_epoch = on_epoch
         self.metric = config.study.metric
         self.worker = worker_identity()
         # The weights of the best trial this process completed, {number: state_dict} on the
@@ -60,20 +60,23 @@ class Objective:
         # First of all, who runs this trial: if this process dies, the next run can tell.
         trial.set_user_attr(WORKER_ATTR, self.worker)
         params, run_config = decided_params(trial, self.config)
+        trial.set_user_attr(PARAMS_ATTR, params)
         run = None
-        if self.tracker is not None:  # created by the tracking process while this one trains
-            run = self.tracker.start_trial(self.config.study.name, trial.number,
-                                           {**params, **flatten_config(run_config)})
+        if self.tracker is not None:  # written by the tracking process while this one trains
+            run = self.tracker.start_run(
+                f"trial-{trial.number}", f"trial-{trial.number}",
+                {TRIAL_TAG: trial.number, "optuna.state": "RUNNING"},
+                {**params, **flatten_config(run_config)})
         try:
             history = self._train(trial, run_config, run)
         except BaseException as exc:
-            reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else "error"
+            reason = StopReason.INTERRUPTED if isinstance(exc, KeyboardInterrupt) \
+                else StopReason.ERROR
+            error = f"{type(exc).__name__}: {exc}"
             trial.set_user_attr("stop_reason", reason)
-            trial.set_user_attr("error", f"{type(exc).__name__}: {exc}"[:1000])
+            trial.set_user_attr("error", error[:1000])
             if run is not None:
-                run.end("FAIL", metrics={}, tags={"stop_reason": reason,
-                                                  "error": f"{type(exc).__name__}: {exc}"[:5000]})
-                _link_run(trial, run)
+                run.end("FAIL", metrics={}, tags={"stop_reason": reason, "error": error[:5000]})
             raise
         finally:
             if torch.cuda.is_available():
@@ -88,8 +91,6 @@ class Objective:
             rows.append(metrics)
             if run is not None:
                 run.log_epoch(epoch, {k: metrics[k] for k in EPOCH_METRICS})
-            if self.on_epoch is not None:
-                self.on_epoch()
             best_epoch = metrics["best_epoch"]
             value = rows[best_epoch - 1][metric] if best_epoch else math.nan
             if not math.isfinite(value):
@@ -97,15 +98,15 @@ class Objective:
             trial.report(value, epoch)
             return trial.should_prune()
 
-        torch.manual_seed(run_config.train.seed)
-        model = build_model(run_config.model, self.data.input_shape, self.data.n_classes)
+        model = seeded_model(run_config.model, self.data.input_shape, self.data.n_classes,
+                             seed=run_config.train.seed)
         history = fit(model, self.data, run_config.train, on_epoch_end=on_epoch_end)
         self._keep_if_best(trial.number, model, history)
         return history
 
     def _keep_if_best(self, number: int, model, history) -> None:
         value = history.best.get(self.metric, math.nan)
-        if history.stop_reason == "callback" or not math.isfinite(value):
+        if history.stop_reason == StopReason.PRUNED or not math.isfinite(value):
             return  # pruned or failed: never the study's best trial
         maximize = self.config.study.resolved_direction == "maximize"
         if self._best_value is not None and (value <= self._best_value if maximize
@@ -116,10 +117,10 @@ class Objective:
                                       for k, v in model.state_dict().items()}}
 
     def _finish(self, trial: optuna.Trial, history, run) -> float:
-        pruned = history.stop_reason == "callback"
-        reason = PRUNED if pruned else history.stop_reason
+        pruned = history.stop_reason == StopReason.PRUNED
         value = history.best.get(self.metric, math.nan)
-        for key, attr in (("stop_reason", reason), ("best_epoch", history.best_epoch),
+        for key, attr in (("stop_reason", history.stop_reason),
+                          ("best_epoch", history.best_epoch),
                           ("epochs_trained", history.epochs_trained)):
             trial.set_user_attr(key, attr)
         state = "PRUNED" if pruned else ("COMPLETE" if math.isfinite(value) else "FAIL")
@@ -127,18 +128,10 @@ class Objective:
             final = {"best_epoch": history.best_epoch, "epochs_trained": history.epochs_trained}
             if math.isfinite(value):
                 final["value"] = value
-            tags = {"stop_reason": reason, "best_epoch": history.best_epoch}
+            tags = {"stop_reason": history.stop_reason, "best_epoch": history.best_epoch}
             if pruned:
                 final["pruned_epoch"] = tags["pruned_epoch"] = history.epochs_trained
             run.end(state, metrics=final, tags=tags)
-            _link_run(trial, run)
         if pruned:
             raise optuna.TrialPruned(f"pruned at epoch {history.epochs_trained}")
         return value  # non-finite: Optuna records the trial as FAIL
-
-
-def _link_run(trial: optuna.Trial, run) -> None:
-    """Record the trial's MLflow run id, while the trial can still be changed. Usually the id
-    came back long ago; only a study's first trials wait, while a fresh store is created."""
-    if run.run_id is not None:
-        trial.set_user_attr("mlflow_run_id", run.run_id)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import socket
-import time
 import warnings
 from pathlib import Path
 
@@ -43,7 +42,7 @@ def worker_identity() -> str:
     return f"{socket.gethostname()}:{pid}:{_start_time(pid)}"
 
 
-def _is_dead_here(identity: str) -> bool:
+def is_dead_here(identity: str) -> bool:
     """True only when `identity` names a process on this host that no longer runs."""
     host, _, rest = identity.partition(":")
     pid_text, _, started = rest.partition(":")
@@ -78,7 +77,7 @@ def fail_dead_trials(study: optuna.Study, storage, *, max_retry: int = MAX_RETRY
 
 def _fail_if_dead(trial, storage, study, retry) -> bool:
     identity = trial.user_attrs.get(WORKER_ATTR)
-    if identity is None or not _is_dead_here(identity):
+    if identity is None or not is_dead_here(identity):
         return False
     try:  # the reason first: a finished trial can no longer be changed
         storage.set_trial_user_attr(trial._trial_id, "stop_reason", "worker_died")
@@ -87,12 +86,3 @@ def _fail_if_dead(trial, storage, study, retry) -> bool:
         return False  # another process finished or failed it a moment ago
     retry(study, storage.get_trial(trial._trial_id))
     return True
-
-
-def close_orphan_runs(study: optuna.Study, tracker) -> None:
-    """Have the tracking process close as FAILED every child run of the study still RUNNING
-    whose trial is no longer running (its worker died before it could close the run)."""
-    taken_ms = int(time.time() * 1000)
-    trials = {t.number: (t.state.name, t.user_attrs.get("stop_reason"))
-              for t in study.get_trials(deepcopy=False)}
-    tracker.close_orphan_runs(study.study_name, trials, taken_ms)

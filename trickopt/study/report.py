@@ -3,25 +3,18 @@
 from __future__ import annotations
 
 import json
-import tempfile
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import optuna
 import yaml
 
-
-def send_parent_plots(tracker, study: optuna.Study, importances: dict[str, float]) -> Path:
-    """Have the tracking process draw the study's plots into a new folder, which is returned,
-    and log them to the parent run; it draws them while this process refits."""
-    folder = Path(tempfile.mkdtemp(prefix="trickopt-report-"))
-    tracker.log_parent_plots(study.get_trials(deepcopy=False), study.direction.name.lower(),
-                             importances, folder)
-    return folder
+from trickopt.urls import mask_password, mask_passwords_in_text
 
 
-def log_parent_summary(tracker, study: optuna.Study, config, result, folder: Path) -> None:
-    """Best value, trials per state, epochs against budget, importances and the study file,
-    written through `folder` (which the tracking process deletes when it is done)."""
+def log_parent_summary(tracker, study: optuna.Study, config, result) -> None:
+    """Best value, trials per state, epochs against budget, importances and the study file
+    (passwords masked), sent to the parent run."""
     metrics = {f"trials_{state.lower()}": n for state, n in result.states.items()}
     metrics.update(epochs_trained=result.epochs_trained, epochs_budget=result.epochs_budget,
                    epochs_saved_by_stopping=result.epochs_saved_by_stopping,
@@ -36,29 +29,20 @@ def log_parent_summary(tracker, study: optuna.Study, config, result, folder: Pat
     for key in ("test_loss", "test_accuracy"):
         if result.refit and result.refit.get(key) is not None:
             metrics[f"refit_{key}"] = result.refit[key]
+    files = {"study.yaml": yaml.safe_dump(_masked(config.raw)),
+             "importances.json": json.dumps(result.importances, indent=2)}
+    if config.source:  # the file as the user wrote it, comments and all
+        original = Path(config.source)
+        files[f"source/{original.name}"] = mask_passwords_in_text(original.read_text())
     tracker.log_parent(metrics=metrics, params={"metric": config.study.metric,
                                                 "direction": config.study.resolved_direction,
                                                 "sampler": config.study.sampler,
-                                                "pruner": config.study.pruner}, tags=tags)
-    (folder / "study.yaml").write_text(yaml.safe_dump(_masked(config.raw)))
-    tracker.log_parent_artifact(folder / "study.yaml")
-    if config.source:
-        from trickopt.urls import mask_passwords_in_text
-
-        original = Path(config.source)
-        source = folder / "source"
-        source.mkdir(exist_ok=True)
-        (source / original.name).write_text(mask_passwords_in_text(original.read_text()))
-        tracker.log_parent_artifact(source / original.name, "source")
-    (folder / "importances.json").write_text(json.dumps(result.importances, indent=2))
-    tracker.log_parent_artifact(folder / "importances.json")
-    tracker.remove_folder(folder)
+                                                "pruner": config.study.pruner},
+                       tags=tags, files=files)
 
 
 def _masked(raw: dict) -> dict:
     """The study as run, with any password in a storage or tracking URL masked."""
-    from trickopt.urls import mask_password
-
     raw = {k: dict(v) if isinstance(v, dict) else v for k, v in raw.items()}
     for section, key in (("study", "storage"), ("tracking", "uri")):
         if isinstance(raw.get(section), dict) and isinstance(raw[section].get(key), str):
@@ -103,14 +87,35 @@ def format_summary(result, config) -> str:
     if result.tracking_error:
         lines.append(f"MLflow tracking stopped: {result.tracking_error}")
     elif result.tracking_uri:
-        lines.append(f"see every trial: {mlflow_ui_command(result.tracking_uri)}")
+        lines += mlflow_ui_lines(result.tracking_uri, result.experiment_id)
     return "\n".join(lines)
 
 
-def mlflow_ui_command(uri: str) -> str:
+UI_ADDRESS = "http://127.0.0.1:5000"  # where `mlflow ui` serves by default
+
+
+def mlflow_ui_lines(uri: str, experiment_id: str | None) -> list[str]:
+    """How to see the study in MLflow's UI: the command to start it (for a local store), and
+    the link to the experiment's runs in the model-training view (MLflow 3 opens on its
+    GenAI view otherwise)."""
     if uri.startswith(("http://", "https://")):
-        return f"open {uri} in a browser (the MLflow server)"
-    return f"mlflow ui --backend-store-uri {uri}"
+        parts = urlsplit(uri)
+        host = parts.hostname or "127.0.0.1"
+        base = f"{parts.scheme}://{host}" + (f":{parts.port}" if parts.port else "") + \
+            parts.path.rstrip("/")
+        lines = []
+    else:
+        base = UI_ADDRESS
+        lines = [f"see every trial: {mlflow_ui_command(uri)}, then open"]
+    if experiment_id is None:
+        return lines + [f"  {base}"]
+    link = f"{base}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+    return (lines or ["see every trial:"]) + [f"  {link}"]
+
+
+def mlflow_ui_command(uri: str) -> str:
+    default = f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+    return "mlflow ui" if uri == default else f"mlflow ui --backend-store-uri {uri}"
 
 
 def _short(value) -> str:

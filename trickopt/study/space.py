@@ -13,15 +13,24 @@ a dynamic space without falling back to independent sampling.
 from __future__ import annotations
 
 import copy
-import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from trickopt.tricks.early_stopping import STOPPERS
+from trickopt.tricks.constraints import (
+    Constraint,
+    check,
+    integer,
+    must_be,
+    one_of,
+    real,
+    shown,
+    unknown,
+)
+from trickopt.tricks.dropout import PROBABILITY
+from trickopt.tricks.early_stopping import STOPPER_CONSTRAINTS, STOPPERS
 from trickopt.tricks.norm import NORM_KINDS, NORM_POSITIONS
-from trickopt.tricks.optim import OPTIMIZERS
-from trickopt.tricks.schedules import SCHEDULES
+from trickopt.tricks.optim import OPTIMIZER_CONSTRAINTS
+from trickopt.tricks.schedules import SCHEDULE_CONSTRAINTS, SCHEDULES
 
 REGULARIZERS = ("none", "l1", "l2", "l1_l2")
 
@@ -45,83 +54,67 @@ class Param:
 
     kind: str  # "float", "int" or "choice"
     target: tuple[str, ...]  # ("model", "dropout"), ("train", "schedule_params", "gamma"), ...
-    allowed: Callable[[Any], bool]
-    allowed_text: str
+    constraint: Constraint  # what a fixed value, a choice or a range's ends may be
     parent: str | None = None  # the knob this one depends on
     parent_values: tuple = ()  # ...and the values of it that make this one active
 
 
-def _floats(low: float, high: float, *, high_open: bool = False,
-            low_open: bool = False) -> tuple[Callable[[Any], bool], str]:
-    def ok(v: Any) -> bool:
-        if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
-            return False
-        return (v > low if low_open else v >= low) and (v < high if high_open else v <= high)
-    text = f"a number in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
-    return ok, text.replace("inf]", "inf)")
-
-
-def _ints(low: int) -> tuple[Callable[[Any], bool], str]:
-    return (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= low,
-            f"an int >= {low}")
-
-
-def _names(allowed: tuple) -> tuple[Callable[[Any], bool], str]:
-    return (lambda v: v in allowed), f"one of {', '.join(map(str, allowed))}"
-
-
-INF = math.inf
+# A knob that sets a trick's argument takes the trick's own declared constraint.
+_SCHEDULE, _STOPPER = SCHEDULE_CONSTRAINTS, STOPPER_CONSTRAINTS
+_POSITIVE = real(0, low_open=True)  # a strength the regularizer switched on; a warm-up
 PARAMS: dict[str, Param] = {
     # Nuisance parameters: always tuned, never the question.
-    "optimizer": Param("choice", ("train", "optimizer"), *_names(OPTIMIZERS)),
-    "lr": Param("float", ("train", "lr"), *_floats(0, INF, low_open=True)),
-    "batch_size": Param("int", ("train", "batch_size"), *_ints(1)),
-    "momentum": Param("float", ("train", "momentum"), *_floats(0, 1, high_open=True),
+    "optimizer": Param("choice", ("train", "optimizer"), OPTIMIZER_CONSTRAINTS["name"]),
+    "lr": Param("float", ("train", "lr"), OPTIMIZER_CONSTRAINTS["lr"]),
+    "batch_size": Param("int", ("train", "batch_size"), integer(1)),
+    "momentum": Param("float", ("train", "momentum"), OPTIMIZER_CONSTRAINTS["momentum"],
                       parent="optimizer", parent_values=("sgd",)),
     # Model shape.
-    "width": Param("int", ("model", "width"), *_ints(1)),
-    "depth": Param("int", ("model", "depth"), *_ints(0)),
+    "width": Param("int", ("model", "width"), integer(1)),
+    "depth": Param("int", ("model", "depth"), integer(0)),
     # The tricks.
-    "dropout": Param("float", ("model", "dropout"), *_floats(0, 1, high_open=True)),
-    "norm": Param("choice", ("model", "norm"), *_names(NORM_KINDS)),
-    "norm_position": Param("choice", ("model", "norm_position"), *_names(NORM_POSITIONS),
+    "dropout": Param("float", ("model", "dropout"), PROBABILITY),
+    "norm": Param("choice", ("model", "norm"), one_of(*NORM_KINDS)),
+    "norm_position": Param("choice", ("model", "norm_position"), one_of(*NORM_POSITIONS),
                            parent="norm", parent_values=tuple(k for k in NORM_KINDS
                                                               if k not in ("none", "weight"))),
-    "regularizer": Param("choice", ("train", "regularizer"), *_names(REGULARIZERS)),
-    "l1": Param("float", ("train", "l1"), *_floats(0, INF, low_open=True),
+    "regularizer": Param("choice", ("train", "regularizer"), one_of(*REGULARIZERS)),
+    "l1": Param("float", ("train", "l1"), _POSITIVE,
                 parent="regularizer", parent_values=("l1", "l1_l2")),
-    "l2": Param("float", ("train", "l2"), *_floats(0, INF, low_open=True),
+    "l2": Param("float", ("train", "l2"), _POSITIVE,
                 parent="regularizer", parent_values=("l2", "l1_l2")),
-    "schedule": Param("choice", ("train", "schedule"), *_names(SCHEDULES)),
-    "step_size": Param("int", ("train", "schedule_params", "step_size"), *_ints(1),
-                       parent="schedule", parent_values=("step",)),
+    "schedule": Param("choice", ("train", "schedule"), one_of(*SCHEDULES)),
+    "step_size": Param("int", ("train", "schedule_params", "step_size"),
+                       _SCHEDULE["step"]["step_size"], parent="schedule",
+                       parent_values=("step",)),
     "step_gamma": Param("float", ("train", "schedule_params", "gamma"),
-                        *_floats(0, 1, low_open=True), parent="schedule",
-                        parent_values=("step",)),
+                        _SCHEDULE["step"]["gamma"], parent="schedule", parent_values=("step",)),
     "exp_gamma": Param("float", ("train", "schedule_params", "gamma"),
-                       *_floats(0, 1, low_open=True), parent="schedule",
+                       _SCHEDULE["exponential"]["gamma"], parent="schedule",
                        parent_values=("exponential",)),
-    "restart_period": Param("int", ("train", "schedule_params", "T_0"), *_ints(1),
-                            parent="schedule", parent_values=("cosine_restarts",)),
-    "warmup_epochs": Param("float", ("train", "schedule_params", "warmup_epochs"),
-                           *_floats(0, INF, low_open=True), parent="schedule",
-                           parent_values=("warmup_cosine",)),
+    "restart_period": Param("int", ("train", "schedule_params", "T_0"),
+                            _SCHEDULE["cosine_restarts"]["T_0"], parent="schedule",
+                            parent_values=("cosine_restarts",)),
+    "warmup_epochs": Param("float", ("train", "schedule_params", "warmup_epochs"), _POSITIVE,
+                           parent="schedule", parent_values=("warmup_cosine",)),
     "onecycle_pct_start": Param("float", ("train", "schedule_params", "pct_start"),
-                                *_floats(0, 1, low_open=True, high_open=True),
-                                parent="schedule", parent_values=("onecycle",)),
+                                _SCHEDULE["onecycle"]["pct_start"], parent="schedule",
+                                parent_values=("onecycle",)),
     "plateau_factor": Param("float", ("train", "schedule_params", "factor"),
-                            *_floats(0, 1, low_open=True, high_open=True), parent="schedule",
+                            _SCHEDULE["plateau"]["factor"], parent="schedule",
                             parent_values=("plateau",)),
-    "plateau_patience": Param("int", ("train", "schedule_params", "patience"), *_ints(0),
-                              parent="schedule", parent_values=("plateau",)),
-    "stopper": Param("choice", ("train", "stopper"), *_names(STOPPERS)),
-    "patience": Param("int", ("train", "stopper_params", "patience"), *_ints(1),
-                      parent="stopper", parent_values=("patience",)),
-    "gl_alpha": Param("float", ("train", "stopper_params", "alpha"),
-                      *_floats(0, INF, low_open=True), parent="stopper", parent_values=("gl",)),
-    "pq_alpha": Param("float", ("train", "stopper_params", "alpha"),
-                      *_floats(0, INF, low_open=True), parent="stopper", parent_values=("pq",)),
-    "up_s": Param("int", ("train", "stopper_params", "s"), *_ints(1),
+    "plateau_patience": Param("int", ("train", "schedule_params", "patience"),
+                              _SCHEDULE["plateau"]["patience"], parent="schedule",
+                              parent_values=("plateau",)),
+    "stopper": Param("choice", ("train", "stopper"), one_of(*STOPPERS)),
+    "patience": Param("int", ("train", "stopper_params", "patience"),
+                      _STOPPER["patience"]["patience"], parent="stopper",
+                      parent_values=("patience",)),
+    "gl_alpha": Param("float", ("train", "stopper_params", "alpha"), _STOPPER["gl"]["alpha"],
+                      parent="stopper", parent_values=("gl",)),
+    "pq_alpha": Param("float", ("train", "stopper_params", "alpha"), _STOPPER["pq"]["alpha"],
+                      parent="stopper", parent_values=("pq",)),
+    "up_s": Param("int", ("train", "stopper_params", "s"), _STOPPER["up"]["s"],
                   parent="stopper", parent_values=("up",)),
 }
 
@@ -156,15 +149,15 @@ ALL_TRICKS: dict[str, Any] = {
 def parse_search(raw: Any, prefix: str, errors: list[str]) -> dict[str, Any]:
     """Validate a `search` mapping into {name: fixed value | Range | Choice}."""
     if not isinstance(raw, dict):
-        errors.append(f"{prefix}: must be a mapping of parameter names to values or "
-                      f"distributions; got {raw!r}")
+        errors.append(must_be(f"{prefix}:", "a mapping of parameter names to values or "
+                              "distributions", raw))
         return {}
     space = {}
     for name, spec in raw.items():
-        field = f"{prefix}.{name}"
         if name not in PARAMS:
-            errors.append(f"{field}: unknown search parameter; allowed: {', '.join(PARAMS)}")
+            errors.append(unknown(prefix, name, "search parameter", PARAMS))
             continue
+        field = f"{prefix}.{name}"
         parsed = _parse_one(PARAMS[name], spec, field, errors)
         if parsed is not None:
             space[name] = parsed
@@ -182,19 +175,18 @@ def _parse_one(param: Param, spec: Any, field: str, errors: list[str]) -> Any:
 def _check_value(param: Param, value: Any, field: str, errors: list[str], what: str = "") -> Any:
     if param.kind == "float" and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
-    if param.allowed(value):
-        return value
-    errors.append(f"{field}{what}: must be {param.allowed_text}; got {value!r}")
-    return None
+    problems = check(f"{field}{what}", value, param.constraint)
+    errors += problems
+    return None if problems else value
 
 
 def _parse_choice(param: Param, spec: dict, field: str, errors: list[str]) -> Choice | None:
-    extra = set(spec) - {"choices"}
+    extra = [str(key) for key in spec if key != "choices"]
     if extra:
-        errors.append(f"{field}: unknown key(s) {', '.join(sorted(extra))} beside choices")
+        errors.append(f"{field}: unknown key(s) {shown(extra)} beside choices")
     choices = spec["choices"]
     if not isinstance(choices, list) or not choices:
-        errors.append(f"{field}.choices: must be a non-empty list; got {choices!r}")
+        errors.append(must_be(f"{field}.choices:", "a non-empty list", choices))
         return None
     n_errors = len(errors)
     values = [_check_value(param, c, field, errors, ".choices") for c in choices]
@@ -203,30 +195,33 @@ def _parse_choice(param: Param, spec: dict, field: str, errors: list[str]) -> Ch
 
 def _parse_range(param: Param, spec: dict, field: str, errors: list[str]) -> Range | None:
     if param.kind == "choice":
-        errors.append(f"{field}: a categorical parameter takes a value or {{choices: [...]}}; "
-                      f"got {spec!r}")
+        errors.append(must_be(f"{field}:", "a value or {choices: [...]} (it is categorical)",
+                              spec))
         return None
     extra = set(spec) - {"low", "high", "log", "step"}
     missing = {"low", "high"} - set(spec)
     if extra or missing:
-        errors.append(f"{field}: a range takes low, high and optionally log, step; "
-                      f"got keys {', '.join(map(str, spec))}")
+        errors.append(must_be(f"{field}:", "a range: low, high and optionally log, step",
+                              spec))
         return None
     n_errors = len(errors)
     low = _check_value(param, spec["low"], field, errors, ".low")
     high = _check_value(param, spec["high"], field, errors, ".high")
     log, step = spec.get("log", False), spec.get("step")
     if not isinstance(log, bool):
-        errors.append(f"{field}.log: must be true or false; got {log!r}")
+        errors.append(must_be(f"{field}.log:", "true or false", log))
     if len(errors) > n_errors:
         return None
     if low >= high:
-        errors.append(f"{field}: low must be < high; got low={low!r}, high={high!r}")
+        errors.append(must_be(f"{field}.high:", f"> low ({shown(low)})", high))
     if log and low <= 0:
-        errors.append(f"{field}: a log range needs low > 0; got low={low!r}")
-    if step is not None and (log or not isinstance(step, (int, float)) or step <= 0):
-        errors.append(f"{field}.step: must be a number > 0 and cannot go with log; "
-                      f"got {step!r}")
+        errors.append(must_be(f"{field}.low:", "> 0 in a log range", low))
+    if step is not None and (log or not real(0, low_open=True)(step)):
+        errors.append(must_be(f"{field}.step:", "a number > 0, and cannot go with log", step))
+    elif step is not None and param.kind == "int" and step != int(step):
+        errors.append(must_be(f"{field}.step:", "a whole number (the knob is an int)", step))
+    elif step is not None and low < high and step > high - low:
+        errors.append(must_be(f"{field}.step:", f"<= high - low ({shown(high - low)})", step))
     return Range(low, high, log, step) if len(errors) == n_errors else None
 
 

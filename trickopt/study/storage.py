@@ -10,16 +10,19 @@ heartbeat so that a dead worker's trial is failed and retried.
 
 from __future__ import annotations
 
+import os
 import random
+import sys
 import time
 import warnings
 from pathlib import Path
 
-from trickopt.urls import mask_password, with_installed_driver
+from trickopt.urls import mask_password, mask_passwords_in_text, with_installed_driver
 
 DEFAULT_JOURNAL = "trickopt.journal"
 JOURNAL_PREFIX = "journal:"
 SCHEMA_ATTEMPTS = 5
+TAIL_BYTES = 1 << 20  # a journal record is a few KB; its last line is found within this
 
 
 class StorageError(RuntimeError):
@@ -64,7 +67,11 @@ def open_storage(url: str | None, *, heartbeat_interval: int | None = None,
     if path is not None:
         if not path.parent.is_dir():
             raise StorageError(f"study.storage: the folder of {path} does not exist")
+        if path.is_dir():
+            raise StorageError(f"study.storage: {path} is a folder, not a journal file")
+        repair_torn_tail(path)
         return JournalStorage(JournalFileBackend(str(path)))
+    _check_parses(url)
     for attempt in range(SCHEMA_ATTEMPTS):
         try:
             return _rdb_storage(url, heartbeat_interval, grace_period)
@@ -74,8 +81,61 @@ def open_storage(url: str | None, *, heartbeat_interval: int | None = None,
                 continue
             reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
             raise StorageError(f"study.storage: cannot open {mask_password(url)}: "
-                               f"{mask_password(reason)}") from None
+                               f"{mask_passwords_in_text(reason)}") from None
     raise AssertionError("unreachable")
+
+
+def repair_torn_tail(path: Path) -> Path | None:
+    """Repair a journal whose last write was cut short; return where the torn bytes were
+    kept, or None when the journal was whole.
+
+    Optuna appends each record as one JSON line. A full disk (or a crash mid-write) can leave
+    half a line at the end; the next run would append after it, and from then on every read
+    of the journal fails (a JSONDecodeError), taking every finished trial with it. Under the
+    journal's own lock (no writer is mid-line then), the torn tail is copied to a backup file
+    beside the journal and cut off; every complete record stays as it was.
+    """
+    from optuna.storages.journal import JournalFileSymlinkLock
+
+    if not path.is_file() or path.stat().st_size == 0:
+        return None
+    lock = JournalFileSymlinkLock(str(path))
+    lock.acquire()
+    try:
+        with open(path, "rb") as journal:
+            journal.seek(max(0, path.stat().st_size - TAIL_BYTES))
+            tail = journal.read()
+        if tail.endswith(b"\n"):
+            return None
+        start = tail.rfind(b"\n") + 1
+        if start == 0 and path.stat().st_size > len(tail):
+            raise StorageError(f"study.storage: {path} ends in a line over {TAIL_BYTES} "
+                               "bytes long: not an Optuna journal")
+        torn = tail[start:]
+        backup = path.with_name(f"{path.name}.torn-{time.strftime('%Y%m%d-%H%M%S')}")
+        backup.write_bytes(torn)
+        os.truncate(path, path.stat().st_size - len(torn))
+    finally:
+        lock.release()
+    print(f"warning: {path}: its last record was cut short (a full disk, or a crash "
+          f"mid-write); {len(torn)} bytes kept in {backup.name}, the journal repaired: every "
+          "finished trial is intact", file=sys.stderr, flush=True)
+    return backup
+
+
+def _check_parses(url: str) -> None:
+    """Refuse a URL that SQLAlchemy cannot parse, without showing it: whatever it holds, we
+    cannot tell where its password is."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        make_url(url).port  # noqa: B018 - a port that is not a number fails here
+    except (ArgumentError, ValueError, TypeError):
+        raise StorageError(
+            "study.storage: not a database URL SQLAlchemy can parse (not shown: it may hold "
+            "a password); expected dialect[+driver]://user:password@host:port/database, "
+            "journal:PATH or a *.journal file") from None
 
 
 def _rdb_storage(url: str, heartbeat_interval: int | None, grace_period: int | None):

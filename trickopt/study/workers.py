@@ -3,18 +3,21 @@
 Processes, not Optuna's `n_jobs` threads: torch holds the GIL in Python-side code and the
 Optuna docs themselves recommend process-based parallelism. Each worker opens the storage and
 joins the study by name, exactly as a worker on another machine does; Optuna's storage hands
-out the trials. The coordinating process has already created the study and the MLflow parent
-run, so the workers only train.
+out the trials. The command's `n_trials` is split between its K workers (`split_trials`), so
+it counts per command, whatever K is. The coordinating process has created the study and
+claimed the MLflow parent run, so the workers only train.
 """
 
 from __future__ import annotations
 
-import copy
 import multiprocessing
 import os
 import time
 
 import optuna
+
+from trickopt.study.signals import Terminated, handle_sigterm
+from trickopt.study.trials import for_worker, open_study, optimize_here, start_tracking
 
 
 def cores_available() -> int:
@@ -54,7 +57,7 @@ def run_workers(config, n_trials: int, *, on_tick=None) -> list[int]:
     processes = []
     for index, share in enumerate(shares):
         process = context.Process(target=worker_main, name=f"trickopt-worker-{index}",
-                                  args=(_for_worker(config, index), share,
+                                  args=(for_worker(config, index), share,
                                         gpu_for_worker(index), threads_per_worker(len(shares))))
         process.start()
         processes.append(process)
@@ -63,20 +66,14 @@ def run_workers(config, n_trials: int, *, on_tick=None) -> list[int]:
             time.sleep(1.0)
             if on_tick is not None:
                 on_tick()
-    except KeyboardInterrupt:
-        for process in processes:  # each worker gets its own Ctrl-C; give it time to clean up
+    except KeyboardInterrupt as interrupt:
+        for process in processes:
+            if isinstance(interrupt, Terminated):  # Ctrl-C reaches every worker; SIGTERM not
+                process.terminate()
+        for process in processes:  # give each worker time to close its trial and runs
             process.join(timeout=30)
         raise
     return [p.exitcode for p in processes]
-
-
-def _for_worker(config, index: int):
-    """Each worker's sampler gets its own seed: with one seed, K workers would propose the
-    same K parameter sets during the sampler's random start-up."""
-    config = copy.deepcopy(config)
-    if config.study.seed is not None:
-        config.study.seed += 1000 * (index + 1)
-    return config
 
 
 def worker_main(config, n_trials: int, gpu: str | None, threads: int) -> None:
@@ -85,20 +82,15 @@ def worker_main(config, n_trials: int, gpu: str | None, threads: int) -> None:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu  # before CUDA is initialised in this process
     import torch
 
-    from trickopt.study.runner import open_study, open_tracker, optimize_here
-
     if config.train.threads is None:
         torch.set_num_threads(threads)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    handle_sigterm()
     study, storage = open_study(config)
-    tracker = parent = None
-    if config.tracking.enabled:
-        from trickopt.tracking import StudyTracker
-
-        tracker = StudyTracker()
-        parent = open_tracker(config, study, storage, tracker, plots=False)  # the coordinator's
+    # The coordinator created the parent run (or is creating it): this worker joins it.
+    tracker = start_tracking(config, storage, coordinator=False)
     try:
-        optimize_here(config, study, tracker, n_trials, progress=False, parent=parent)
+        optimize_here(config, study, tracker, n_trials, progress=False)
     except KeyboardInterrupt:
         pass
     finally:

@@ -2,27 +2,26 @@
 
 from __future__ import annotations
 
-import numbers
 from typing import Literal
 
 from torch import nn
 
+from trickopt.tricks.constraints import must_be, real, shown
+
 DROPOUT_KINDS: tuple[str, ...] = ("standard", "alpha")
+# 1 is excluded: it would drop every unit, and inverted dropout would divide by 1 - p = 0.
+PROBABILITY = real(0, 1, high_open=True)
 
 
 def check_probability(p: float, name: str = "dropout") -> float:
-    """Return `p` as a float if it is a real number in [0, 1), else raise ValueError.
-
-    1 is excluded: it would drop every unit, and inverted dropout would divide by 1 - p = 0.
+    """Return `p` as a float if it meets `PROBABILITY` (a real number in [0, 1)), else raise.
 
     Example:
         >>> check_probability(0.25)
         0.25
     """
-    # NaN fails the range check too: every comparison with NaN is False.
-    is_real = isinstance(p, numbers.Real) and not isinstance(p, bool)
-    if not is_real or not (0.0 <= p < 1.0):
-        raise ValueError(f"{name} must be a float in [0, 1); got {p!r}")
+    if not PROBABILITY(p):
+        raise ValueError(must_be(name, PROBABILITY.text, p))
     return float(p)
 
 
@@ -50,7 +49,7 @@ def create_dropout(
         Dropout2d(p=0.1, inplace=False)
     """
     if kind not in DROPOUT_KINDS:
-        raise ValueError(f"unknown dropout kind {kind!r}; expected one of: "
+        raise ValueError(f"unknown dropout kind {shown(kind)}; expected one of: "
                          f"{', '.join(DROPOUT_KINDS)}")
     p = check_probability(p)
     if p == 0.0:

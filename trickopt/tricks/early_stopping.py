@@ -2,8 +2,8 @@
 
 Every stopper follows one protocol, in epochs (the n-th call to `step` is epoch n):
 `step(val_loss, train_loss=None) -> bool` (True: stop now); attributes `best`, `best_epoch`,
-`stopped_epoch`, `epoch`, `reason` (None, or one of "patience", "gl", "pq", "up",
-"non_finite"); `reset()`, `state_dict()`, `load_state_dict()`. A nan/inf loss stops at once
+`stopped_epoch`, `epoch`, `reason` (None, or a `StopReason`: PATIENCE, GL, PQ, UP,
+NON_FINITE); `reset()`, `state_dict()`, `load_state_dict()`. A nan/inf loss stops at once
 with reason "non_finite" and never becomes the best. After a stop, `step` returns True and
 changes nothing until `reset()`.
 
@@ -13,36 +13,60 @@ ratios of losses, so GL and PQ raise ValueError on a negative loss. Pure Python.
 
 from __future__ import annotations
 
+import enum
 import inspect
 import math
 from abc import ABC, abstractmethod
 from typing import Any, Literal
 
+from trickopt.tricks.constraints import Constraint, integer, must_be, one_of, real, shown
+
+
+class StopReason(str, enum.Enum):
+    """Why a run ended: one enum from the stopper that decides it, through `fit`'s History and
+    the Optuna trial, to the MLflow tag `stop_reason` that shows it. A `str`, so it compares
+    and serialises as its value ("patience")."""
+
+    PATIENCE = "patience"  # Keras-style: no improvement for `patience` epochs
+    GL = "gl"  # Prechelt's generalization loss
+    PQ = "pq"  # Prechelt's progress quotient
+    UP = "up"  # Prechelt's successive validation-loss rises
+    NON_FINITE = "non_finite"  # a nan/inf loss
+    MAX_EPOCHS = "max_epochs"  # the epoch budget ran out
+    PRUNED = "pruned"  # `fit`'s on_epoch_end asked to stop: in a study, Optuna's pruner
+    ERROR = "error"  # the run raised
+    INTERRUPTED = "interrupted"  # Ctrl-C or SIGTERM
+    WORKER_DIED = "worker_died"  # its process died; found by the next run (study only)
+
+    def __str__(self) -> str:
+        return self.value
+
+
 STOPPERS = ("none", "patience", "gl", "pq", "up")
+# Each stopper's constructor arguments: the constructors, `create_stopper` and the config check
+# all read these. (Which are required is read from the constructors: `STOPPER_REQUIRED`.)
+STOPPER_CONSTRAINTS: dict[str, dict[str, Constraint]] = {
+    "none": {},
+    "patience": {"patience": integer(1), "min_delta": real(0), "mode": one_of("min", "max")},
+    "gl": {"alpha": real(0, low_open=True)},
+    "pq": {"alpha": real(0, low_open=True), "strip": integer(1)},
+    "up": {"s": integer(1), "strip": integer(1)},
+}
 STOPPER_PARAMS: dict[str, tuple[str, ...]] = {
-    "none": (),
-    "patience": ("patience", "min_delta", "mode"),
-    "gl": ("alpha",),
-    "pq": ("alpha", "strip"),
-    "up": ("s", "strip"),
+    kind: tuple(constraints) for kind, constraints in STOPPER_CONSTRAINTS.items()
 }
 
 
-def _check_int(name: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"The {name!r} parameter must be an int >= {minimum}. Got {value!r}.")
-
-
-def _check_float(name: str, value: Any, *, positive: bool) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or value < 0 or (positive and value == 0):
-        bound = "(0, inf)" if positive else "[0, inf)"
-        raise ValueError(f"The {name!r} parameter must be a float in {bound}. Got {value!r}.")
+def _check(kind: str, **values: Any) -> None:
+    for name, value in values.items():
+        constraint = STOPPER_CONSTRAINTS[kind][name]
+        if not constraint(value):
+            raise ValueError(must_be(repr(name), constraint.text, value, name=name))
 
 
 def _check_not_negative(name: str, value: float) -> None:
     if value < 0:
-        raise ValueError(f"{name} must be >= 0 for Prechelt's ratio criteria. Got {value!r}.")
+        raise ValueError(must_be(name, "a loss >= 0 for Prechelt's ratio criteria", value))
 
 
 def _ratio_minus_one(value: float, reference: float) -> float:
@@ -78,7 +102,7 @@ class Stopper(ABC):
         self.best_epoch = 0
         self.stopped_epoch = 0
         self.epoch = 0
-        self.reason: str | None = None
+        self.reason: StopReason | None = None
         self._reset_extra()
 
     def _reset_extra(self) -> None:  # noqa: B027 - optional hook
@@ -93,7 +117,7 @@ class Stopper(ABC):
         self._validate(val, train)  # raises before any state changes
         self.epoch += 1
         if not math.isfinite(val) or (train is not None and not math.isfinite(train)):
-            return self._stop("non_finite")
+            return self._stop(StopReason.NON_FINITE)
         reason = self._decide(val, train)
         return False if reason is None else self._stop(reason)
 
@@ -101,14 +125,14 @@ class Stopper(ABC):
         pass
 
     @abstractmethod
-    def _decide(self, val: float, train: float | None) -> str | None:
+    def _decide(self, val: float, train: float | None) -> StopReason | None:
         """Update the state with a finite epoch; return the stop reason, or None."""
 
     def _track_lowest(self, val: float) -> None:
         if val < self.best:
             self.best, self.best_epoch = val, self.epoch
 
-    def _stop(self, reason: str) -> bool:
+    def _stop(self, reason: StopReason) -> bool:
         self.reason, self.stopped_epoch = reason, self.epoch
         return True
 
@@ -128,6 +152,8 @@ class Stopper(ABC):
             raise ValueError(f"{name} state needs keys {expected}; got {sorted(state)}.")
         for key, value in state.items():
             setattr(self, key, list(value) if isinstance(value, list) else value)
+        if self.reason is not None:
+            self.reason = StopReason(self.reason)  # from a JSON round trip: a plain str
 
     def __repr__(self) -> str:
         name = type(self).__name__
@@ -143,7 +169,7 @@ class NoStopping(Stopper):
         ([False, False, False], 2)
     """
 
-    def _decide(self, val: float, train: float | None) -> str | None:
+    def _decide(self, val: float, train: float | None) -> StopReason | None:
         self._track_lowest(val)
         return None
 
@@ -173,10 +199,7 @@ class EarlyStopping(Stopper):
     def __init__(
         self, patience: int, *, min_delta: float = 0.0, mode: Literal["min", "max"] = "min"
     ) -> None:
-        _check_int("patience", patience, 1)
-        _check_float("min_delta", min_delta, positive=False)
-        if mode not in ("min", "max"):
-            raise ValueError(f"The 'mode' parameter must be 'min' or 'max'. Got {mode!r}.")
+        _check("patience", patience=patience, min_delta=min_delta, mode=mode)
         self.patience, self.min_delta, self._mode = patience, float(min_delta), mode
         super().__init__()
 
@@ -189,12 +212,12 @@ class EarlyStopping(Stopper):
             return value < self.best - self.min_delta
         return value > self.best + self.min_delta
 
-    def _decide(self, val: float, train: float | None) -> str | None:
+    def _decide(self, val: float, train: float | None) -> StopReason | None:
         if self.is_improvement(val):
             self.best, self.best_epoch, self.wait = val, self.epoch, 0
             return None
         self.wait += 1
-        return "patience" if self.wait >= self.patience else None
+        return StopReason.PATIENCE if self.wait >= self.patience else None
 
 
 class GL(Stopper):
@@ -212,16 +235,16 @@ class GL(Stopper):
     """
 
     def __init__(self, alpha: float) -> None:
-        _check_float("alpha", alpha, positive=True)
+        _check("gl", alpha=alpha)
         self.alpha = float(alpha)
         super().__init__()
 
     def _validate(self, val: float, train: float | None) -> None:  # noqa: B027 - optional hook
         _check_not_negative("val_loss", val)
 
-    def _decide(self, val: float, train: float | None) -> str | None:
+    def _decide(self, val: float, train: float | None) -> StopReason | None:
         self._track_lowest(val)
-        return "gl" if generalization_loss(val, self.best) > self.alpha else None
+        return StopReason.GL if generalization_loss(val, self.best) > self.alpha else None
 
 
 class PQ(Stopper):
@@ -246,8 +269,7 @@ class PQ(Stopper):
     _extra_state = ("strip_train",)
 
     def __init__(self, alpha: float, strip: int = 5) -> None:
-        _check_float("alpha", alpha, positive=True)
-        _check_int("strip", strip, 1)
+        _check("pq", alpha=alpha, strip=strip)
         self.alpha, self.strip = float(alpha), strip
         super().__init__()
 
@@ -260,7 +282,7 @@ class PQ(Stopper):
         _check_not_negative("val_loss", val)
         _check_not_negative("train_loss", train)
 
-    def _decide(self, val: float, train: float | None) -> str | None:
+    def _decide(self, val: float, train: float | None) -> StopReason | None:
         self._track_lowest(val)
         self.strip_train.append(train)
         if self.epoch % self.strip != 0:
@@ -272,7 +294,7 @@ class PQ(Stopper):
             quotient = math.inf if gl > 0 else 0.0
         else:
             quotient = gl / progress
-        return "pq" if quotient > self.alpha else None
+        return StopReason.PQ if quotient > self.alpha else None
 
 
 class UP(Stopper):
@@ -294,8 +316,7 @@ class UP(Stopper):
     _extra_state = ("last_strip_end_loss", "rises")
 
     def __init__(self, s: int, strip: int = 5) -> None:
-        _check_int("s", s, 1)
-        _check_int("strip", strip, 1)
+        _check("up", s=s, strip=strip)
         self.s, self.strip = s, strip
         super().__init__()
 
@@ -303,17 +324,22 @@ class UP(Stopper):
         self.last_strip_end_loss: float | None = None
         self.rises = 0  # successive strip ends whose val loss rose
 
-    def _decide(self, val: float, train: float | None) -> str | None:
+    def _decide(self, val: float, train: float | None) -> StopReason | None:
         self._track_lowest(val)
         if self.epoch % self.strip != 0:
             return None
         previous, self.last_strip_end_loss = self.last_strip_end_loss, val
         self.rises = self.rises + 1 if previous is not None and val > previous else 0
-        return "up" if self.rises >= self.s else None
+        return StopReason.UP if self.rises >= self.s else None
 
 
 _STOPPER_CLASSES: dict[str, type[Stopper]] = {
     "none": NoStopping, "patience": EarlyStopping, "gl": GL, "pq": PQ, "up": UP,
+}
+STOPPER_REQUIRED: dict[str, tuple[str, ...]] = {  # the arguments without a default
+    kind: tuple(p.name for p in inspect.signature(cls).parameters.values()
+                if p.default is p.empty)
+    for kind, cls in _STOPPER_CLASSES.items()
 }
 
 
@@ -332,14 +358,13 @@ def create_stopper(kind: str, **params: Any) -> Stopper:
         EarlyStopping(epoch=0, best=inf, reason=None)
     """
     if kind not in STOPPERS:
-        raise ValueError(f"Unknown stopper kind {kind!r}; allowed: {', '.join(STOPPERS)}.")
+        raise ValueError(f"Unknown stopper kind {shown(kind)}; allowed: {', '.join(STOPPERS)}.")
     allowed = list(STOPPER_PARAMS[kind])
-    unexpected = sorted(set(params) - set(allowed))
+    unexpected = [name for name in params if name not in allowed]
     if unexpected:
-        raise ValueError(f"Unexpected {unexpected} for stopper {kind!r}; allowed: {allowed}.")
-    cls = _STOPPER_CLASSES[kind]
-    signature = inspect.signature(cls).parameters.values()
-    missing = [p.name for p in signature if p.default is p.empty and p.name not in params]
+        raise ValueError(f"Unexpected {shown(unexpected)} for stopper {kind!r}; "
+                         f"allowed: {allowed}.")
+    missing = [name for name in STOPPER_REQUIRED[kind] if name not in params]
     if missing:
         raise ValueError(f"Stopper {kind!r} needs parameter(s) {missing}; allowed: {allowed}.")
-    return cls(**params)
+    return _STOPPER_CLASSES[kind](**params)

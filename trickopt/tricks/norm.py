@@ -7,16 +7,26 @@ Ioffe (2017), "Batch Renormalization", Algorithm 1, with the maths in the pure f
 
 from __future__ import annotations
 
-import numbers
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import weight_norm
 
+from trickopt.tricks.constraints import bad_arguments, integer, must_be, real, shown
+
 NORM_KINDS: tuple[str, ...] = ("none", "batch", "layer", "group", "weight", "batch_renorm")
 NORM_POSITIONS: tuple[str, ...] = ("before_activation", "after_activation")
+NUM_FEATURES = integer(1)  # the channel count C of every norm layer
+# BatchRenorm's arguments (see BatchRenorm1d). r_max and d_max may be inf: no clipping at all.
+RENORM_CONSTRAINTS = {
+    "num_features": NUM_FEATURES,
+    "r_max": real(1, finite=False),  # 1 = BatchNorm
+    "d_max": real(0, finite=False),  # 0 = BatchNorm
+    "momentum": real(0, 1, low_open=True),
+    "eps": real(0, low_open=True, finite=False),
+    "warmup_steps": integer(0),
+}
 
 # GroupNorm's paper default (Wu & He 2018, G=32); we take the largest divisor of C below it.
 _MAX_DEFAULT_GROUPS = 32
@@ -32,7 +42,7 @@ for _kind in NORM_KINDS:
 
 
 def _unknown_kind_error(kind: object) -> ValueError:
-    return ValueError(f"unknown norm kind {kind!r}; expected one of: {', '.join(NORM_KINDS)}")
+    return ValueError(f"unknown norm kind {shown(kind)}; expected one of: {', '.join(NORM_KINDS)}")
 
 
 def normalize_norm_kind(kind: str | None) -> str:
@@ -91,8 +101,8 @@ def create_norm(
         24
     """
     kind = normalize_norm_kind(kind)
-    if isinstance(num_features, bool) or not isinstance(num_features, int) or num_features < 1:
-        raise ValueError(f"num_features must be an int >= 1; got {num_features!r}")
+    if not NUM_FEATURES(num_features):
+        raise ValueError(must_be("num_features", NUM_FEATURES.text, num_features))
     if kind in ("none", "weight"):
         return nn.Identity()
     if kind == "batch":
@@ -106,11 +116,9 @@ def create_norm(
     # kind == "group"
     if num_groups is None:
         num_groups = default_num_groups(num_features)
-    if isinstance(num_groups, bool) or not isinstance(num_groups, int) or num_groups < 1 \
-            or num_features % num_groups != 0:
-        raise ValueError(
-            f"num_groups must be a positive divisor of num_features={num_features}; "
-            f"got num_groups={num_groups!r}")
+    if not integer(1)(num_groups) or num_features % num_groups != 0:
+        raise ValueError(must_be("num_groups", f"a positive divisor of {num_features=}",
+                                 num_groups, name="num_groups"))
     return nn.GroupNorm(num_groups, num_features, **kwargs)
 
 
@@ -135,8 +143,9 @@ def apply_weight_norm(layer: nn.Linear | nn.Conv2d, *, dim: int = 0) -> nn.Linea
             f"got {type(layer).__name__}")
     if parametrize.is_parametrized(layer, "weight"):
         raise ValueError(f"{type(layer).__name__}.weight is already parametrized")
-    if isinstance(dim, bool) or not isinstance(dim, int) or not -weight.dim() <= dim < weight.dim():
-        raise ValueError(f"dim must be an int in [{-weight.dim()}, {weight.dim()}); got {dim!r}")
+    dims = integer(-weight.dim(), weight.dim())
+    if not dims(dim):
+        raise ValueError(must_be("dim", dims.text, dim))
     return weight_norm(layer, name="weight", dim=dim)
 
 
@@ -202,7 +211,11 @@ class _BatchRenorm(nn.Module):
         warmup_steps: int = 0,
     ) -> None:
         super().__init__()
-        _check_renorm_args(num_features, r_max, d_max, momentum, eps, warmup_steps)
+        errors = bad_arguments({"num_features": num_features, "r_max": r_max, "d_max": d_max,
+                                "momentum": momentum, "eps": eps, "warmup_steps": warmup_steps},
+                               RENORM_CONSTRAINTS)
+        if errors:
+            raise ValueError("; ".join(errors))
         self.num_features = num_features
         self.r_max = float(r_max)
         self.d_max = float(d_max)
@@ -281,28 +294,3 @@ class BatchRenorm2d(_BatchRenorm):
     """
 
     _input_dims = (4,)
-
-
-def _check_renorm_args(num_features: object, r_max: object, d_max: object, momentum: object,
-                       eps: object, warmup_steps: object) -> None:
-    """Raise one ValueError listing every invalid BatchRenorm constructor argument."""
-
-    def is_real(value: object) -> bool:
-        return isinstance(value, numbers.Real) and not isinstance(value, bool)
-
-    def is_int(value: object) -> bool:
-        return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-    checks = [
-        ("num_features", num_features, is_int(num_features) and num_features >= 1, "an int >= 1"),
-        ("r_max", r_max, is_real(r_max) and r_max >= 1, "a float >= 1"),
-        ("d_max", d_max, is_real(d_max) and d_max >= 0, "a float >= 0"),
-        ("momentum", momentum, is_real(momentum) and 0 < momentum <= 1, "a float in (0, 1]"),
-        ("eps", eps, is_real(eps) and eps > 0, "a float > 0"),
-        ("warmup_steps", warmup_steps, is_int(warmup_steps) and warmup_steps >= 0,
-         "an int >= 0"),
-    ]
-    errors = [f"{name} must be {allowed}; got {name}={value!r}"
-              for name, value, ok, allowed in checks if not ok]
-    if errors:
-        raise ValueError("; ".join(errors))

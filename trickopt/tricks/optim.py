@@ -22,15 +22,19 @@ L2 with ``l2 > 0`` is a contradiction and raises rather than silently switching 
 from __future__ import annotations
 
 import logging
-import math
-import numbers
 
 import torch
 from torch import nn
 
+from trickopt.tricks.constraints import bad_arguments, one_of, real
 from trickopt.tricks.regularization import Regularization, split_parameters
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
+OPTIMIZER_CONSTRAINTS = {  # the arguments of `create_optimizer`
+    "name": one_of(*OPTIMIZERS),
+    "lr": real(0, low_open=True),
+    "momentum": real(0, 1, high_open=True),
+}
 
 logger = logging.getLogger(__name__)
 
@@ -103,13 +107,7 @@ def create_optimizer(
 
 
 def _validate(key: object, lr: float, momentum: float, regularization: Regularization) -> None:
-    errors = []
-    if key not in OPTIMIZERS:
-        errors.append(f"'name' must be one of {OPTIMIZERS}; got name={key!r}")
-    if not (_is_real(lr) and math.isfinite(lr) and lr > 0):
-        errors.append(f"'lr' must be a finite float > 0; got lr={lr!r}")
-    if not (_is_real(momentum) and 0 <= momentum < 1):
-        errors.append(f"'momentum' must be a float in [0, 1); got momentum={momentum!r}")
+    errors = bad_arguments({"name": key, "lr": lr, "momentum": momentum}, OPTIMIZER_CONSTRAINTS)
     if key == "adamw" and regularization.l2 > 0 and regularization.l2_mode == "coupled":
         errors.append(
             "optimizer 'adamw' always decouples weight decay; got l2_mode='coupled' with "
@@ -118,10 +116,6 @@ def _validate(key: object, lr: float, momentum: float, regularization: Regulariz
         )
     if errors:
         raise ValueError("invalid optimizer settings: " + "; ".join(errors))
-
-
-def _is_real(value: object) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 def _class_and_options(

@@ -25,8 +25,6 @@ The training loop calls, each batch: ``loss + penalty(model)`` (when not None), 
 
 from __future__ import annotations
 
-import math
-import numbers
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -35,8 +33,13 @@ from typing import Literal
 import torch
 from torch import nn
 
+from trickopt.tricks.constraints import bad_arguments, one_of, real
+
 L1_MODES = ("subgradient", "proximal")
 L2_MODES = ("coupled", "decoupled")
+REGULARIZATION_CONSTRAINTS = {  # the arguments of `Regularization`; 0 disables a penalty
+    "l1": real(0), "l1_mode": one_of(*L1_MODES), "l2": real(0), "l2_mode": one_of(*L2_MODES),
+}
 
 # parametrizations.weight_norm stores the magnitude as `original0` (the direction is
 # `original1`); the legacy torch.nn.utils.weight_norm stores it as `weight_g`.
@@ -192,16 +195,8 @@ class Regularization:
     )
 
     def __post_init__(self) -> None:
-        errors = []
-        for name in ("l1", "l2"):
-            value = getattr(self, name)
-            is_number = isinstance(value, numbers.Real) and not isinstance(value, bool)
-            if not (is_number and math.isfinite(value) and value >= 0):
-                errors.append(f"'{name}' must be a finite float >= 0; got {name}={value!r}")
-        for name, allowed in (("l1_mode", L1_MODES), ("l2_mode", L2_MODES)):
-            value = getattr(self, name)
-            if value not in allowed:
-                errors.append(f"'{name}' must be one of {allowed}; got {name}={value!r}")
+        errors = bad_arguments({name: getattr(self, name) for name in REGULARIZATION_CONSTRAINTS},
+                               REGULARIZATION_CONSTRAINTS)
         if errors:
             raise ValueError("invalid Regularization: " + "; ".join(errors))
 

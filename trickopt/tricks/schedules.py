@@ -36,12 +36,14 @@ Sub-parameters keep torch's names. With ``lr0`` the optimizer's lr, ``e`` the ep
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
-import numbers
 from collections.abc import Callable
 
 from torch.optim import Optimizer, lr_scheduler
+
+from trickopt.tricks.constraints import BOOL, Constraint, integer, must_be, real, shown
 
 SCHEDULE_PARAMS: dict[str, tuple[str, ...]] = {
     "constant": (),
@@ -61,47 +63,43 @@ SCHEDULES = tuple(SCHEDULE_PARAMS)
 _PER_BATCH = frozenset({"onecycle", "warmup_cosine"})
 
 
-def _int_at_least(low: int) -> Callable[[object], bool]:
-    return lambda v: isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= low
-
-
-def _real(low: float, high: float = math.inf, *, open_low: bool = False,
-          open_high: bool = False) -> Callable[[object], bool]:
-    def check(v: object) -> bool:
-        if not isinstance(v, numbers.Real) or isinstance(v, bool) or not math.isfinite(v):
-            return False
-        return (v > low if open_low else v >= low) and (v < high if open_high else v <= high)
-    return check
+def _noted(constraint: Constraint, note: str) -> Constraint:
+    return dataclasses.replace(constraint, text=f"{constraint.text} ({note})")
 
 
 def _is_milestones(v: object) -> bool:
-    if not isinstance(v, (list, tuple)) or not v or not all(map(_int_at_least(1), v)):
+    if not isinstance(v, (list, tuple)) or not v or not all(map(integer(1), v)):
         return False
     return all(a < b for a, b in itertools.pairwise(v))
 
 
 # One constraint per parameter name; a name means the same thing in every schedule.
-_RULES: dict[str, tuple[Callable[[object], bool], str]] = {
-    "step_size": (_int_at_least(1), "an int >= 1 (epochs)"),
+_CONSTRAINTS: dict[str, Constraint] = {
+    "step_size": _noted(integer(1), "epochs"),
     # gamma > 1 would grow the lr: almost surely a typo for a decay schedule.
-    "gamma": (_real(0, 1, open_low=True), "a float in (0, 1]"),
-    "milestones": (_is_milestones, "a non-empty increasing list of ints >= 1 (epochs)"),
-    "T_max": (_int_at_least(1), "an int >= 1 (epochs)"),
-    "T_0": (_int_at_least(1), "an int >= 1 (epochs)"),
-    "T_mult": (_int_at_least(1), "an int >= 1"),
-    "eta_min": (_real(0), "a float >= 0 (an absolute lr)"),
-    "warmup_epochs": (_real(0), "a float >= 0 (epochs; fractions allowed)"),
-    "max_lr": (_real(0, open_low=True), "a float > 0"),
-    "pct_start": (_real(0, 1, open_low=True, open_high=True), "a float in (0, 1)"),
-    "anneal_strategy": (lambda v: v in ("cos", "linear"), "'cos' or 'linear'"),
-    "div_factor": (_real(0, open_low=True), "a float > 0"),
-    "final_div_factor": (_real(0, open_low=True), "a float > 0"),
-    "cycle_momentum": (lambda v: isinstance(v, bool), "a bool"),
-    "factor": (_real(0, 1, open_low=True, open_high=True), "a float in (0, 1)"),
-    "patience": (_int_at_least(0), "an int >= 0 (epochs)"),
-    "threshold": (_real(0), "a float >= 0"),
-    "mode": (lambda v: v in ("min", "max"), "'min' or 'max'"),
-    "min_lr": (_real(0), "a float >= 0"),
+    "gamma": real(0, 1, low_open=True),
+    "milestones": Constraint("a non-empty increasing list of ints >= 1 (epochs)", _is_milestones),
+    "T_max": _noted(integer(1), "epochs"),
+    "T_0": _noted(integer(1), "epochs"),
+    "T_mult": integer(1),
+    "eta_min": _noted(real(0), "an absolute lr"),
+    "warmup_epochs": _noted(real(0), "epochs; fractions allowed"),
+    "max_lr": real(0, low_open=True),
+    "pct_start": real(0, 1, low_open=True, high_open=True),
+    "anneal_strategy": Constraint("'cos' or 'linear'", lambda v: v in ("cos", "linear")),
+    "div_factor": real(0, low_open=True),
+    "final_div_factor": real(0, low_open=True),
+    "cycle_momentum": BOOL,
+    "factor": real(0, 1, low_open=True, high_open=True),
+    "patience": _noted(integer(0), "epochs"),
+    "threshold": real(0),
+    "mode": Constraint("'min' or 'max'", lambda v: v in ("min", "max")),
+    "min_lr": real(0),
+}
+# What each schedule accepts, for `create_scheduler` and the config check alike.
+SCHEDULE_CONSTRAINTS: dict[str, dict[str, Constraint]] = {
+    name: {param: _CONSTRAINTS[param] for param in params}
+    for name, params in SCHEDULE_PARAMS.items()
 }
 
 
@@ -189,7 +187,7 @@ def create_scheduler(
     """
     key = name.lower().replace("-", "_") if isinstance(name, str) else name
     if key not in SCHEDULE_PARAMS:
-        raise ValueError(f"unknown schedule {name!r}; allowed: {SCHEDULES}")
+        raise ValueError(f"unknown schedule {shown(name)}; allowed: {SCHEDULES}")
     _validate(key, epochs, steps_per_epoch, params)
     if key == "constant":
         # No torch scheduler at all: attaching one wraps optimizer.step, a few us per step.
@@ -200,18 +198,16 @@ def create_scheduler(
 
 def _validate(key: str, epochs: object, steps_per_epoch: object, params: dict) -> None:
     errors = [
-        f"'{field}' must be an int >= 1; got {field}={value!r}"
+        must_be(repr(field), "an int >= 1", value, name=field)
         for field, value in (("epochs", epochs), ("steps_per_epoch", steps_per_epoch))
-        if not _int_at_least(1)(value)
+        if not integer(1)(value)
     ]
-    allowed = SCHEDULE_PARAMS[key]
+    declared = SCHEDULE_CONSTRAINTS[key]
     for param, value in params.items():
-        if param not in allowed:
-            errors.append(f"unknown parameter {param!r}; allowed: {allowed}")
-            continue
-        check, description = _RULES[param]
-        if not check(value):
-            errors.append(f"parameter {param!r} must be {description}; got {param}={value!r}")
+        if param not in declared:
+            errors.append(f"unknown parameter {shown(param)}; allowed: {tuple(declared)}")
+        elif not declared[param](value):
+            errors.append(must_be(f"parameter {param!r}", declared[param].text, value, name=param))
     if errors:
         raise ValueError(f"invalid schedule {key!r}: " + "; ".join(errors))
 

@@ -1,0 +1,311 @@
+"""The tracking process: every MLflow call of a study, made from the events it receives.
+
+Imported only in that process (it imports mlflow). Events are written in the order they were
+sent; a failing write is reported in one line and the rest go on; a store that cannot be
+opened stops tracking (one line, and the `Report` says why).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing
+import os
+import pickle
+import queue
+import random
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock
+    fcntl = None
+
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from trickopt.tracking import events as ev
+from trickopt.tracking.plots import draw_plots, import_plotting
+from trickopt.urls import mask_passwords_in_text, remember_secrets, with_installed_driver
+
+PARENT_WAIT_SECONDS = 60  # how long a joining worker waits for the parent run to appear
+
+
+def serve(events, reports) -> None:
+    """Write each event until `Close`, or until the study process is gone (then what it sent
+    is still written); answer `Close` with a Report; exit."""
+    # Ctrl-C and SIGTERM (systemd signals every process of the unit) are the study process's
+    # to handle: it then sends Close. If it dies instead, this process notices and exits.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    logging.basicConfig(format="warning: %(message)s")
+    for noisy in ("mlflow", "alembic"):  # "creating tables..." would break a one-line error
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    logging.getLogger("matplotlib").setLevel(logging.ERROR)  # "building the font cache"
+    writer = Writer()
+    study_process = multiprocessing.parent_process()
+    while True:
+        try:
+            event = events.get(timeout=1.0)
+        except queue.Empty:
+            if study_process is not None and not study_process.is_alive():
+                break
+            writer.prepare_plots()  # while idle: the study's end then waits less
+            continue
+        except (EOFError, OSError):
+            break  # the study process is gone, and its end of the queue with it
+        except Exception as exc:  # noqa: BLE001 - one event that cannot be read is skipped
+            print(f"warning: MLflow tracking skipped an event it could not read: {exc}",
+                  file=sys.stderr, flush=True)
+            continue
+        if isinstance(event, ev.Close):
+            break
+        writer.handle(event)
+    while True:  # the study process died: write whatever it sent before
+        try:
+            writer.handle(events.get_nowait())
+        except (queue.Empty, OSError, EOFError):
+            break
+    try:
+        reports.send(ev.Report(writer.experiment_id, writer.parent_run_id, writer.error))
+    except (OSError, ValueError):
+        pass  # nobody is listening any more
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)  # every write is committed; skip the interpreter's slow shutdown of mlflow
+
+
+class Writer:
+    def __init__(self) -> None:
+        self.client: MlflowClient | None = None
+        self.experiment_id: str | None = None
+        self.parent_run_id: str | None = None
+        self.study_name = ""
+        self.draws_plots = self.plots_prepared = False
+        self.error: str | None = None
+        self.runs: dict[str, str] = {}  # the training side's run key -> MLflow run id
+        self.params: dict[str, list[Param]] = {}  # written with a run's first batch
+        self._handlers: dict[type, Callable[[Any], None]] = {
+            ev.Open: self._open, ev.StartRun: self._start_run, ev.LogMetrics: self._log_metrics,
+            ev.EndRun: self._end_run, ev.LogParent: self._log_parent, ev.Plots: self._plots,
+            ev.Reconcile: self._reconcile, ev.EndParent: self._end_parent}
+
+    def handle(self, event: ev.Event) -> None:
+        if self.error is not None:
+            return  # tracking stopped; the Report says why
+        try:
+            self._handlers[type(event)](event)
+        except Exception as exc:  # noqa: BLE001 - a write failing must not stop the study
+            message = mask_passwords_in_text(f"{type(exc).__name__}: {exc}".splitlines()[0])
+            if isinstance(event, ev.Open):
+                self.error = message
+                print(f"warning: MLflow tracking stopped: {message}. The study goes on; its "
+                      "trials are all in the Optuna storage.", file=sys.stderr, flush=True)
+            else:
+                print(f"warning: MLflow {type(event).__name__} failed: {message}",
+                      file=sys.stderr, flush=True)
+
+    # -- events -----------------------------------------------------------------------------
+    def _open(self, event: ev.Open) -> None:
+        remember_secrets(event.uri)  # masked in every warning this process prints
+        with _creating_alone(event.uri):
+            _probe_database(event.uri)
+            self.client = _retry_schema_race(
+                lambda: MlflowClient(with_installed_driver(event.uri)))
+            self.experiment_id = _retry_schema_race(
+                lambda: self._experiment_id(event.experiment))
+        self.client.set_experiment_tag(self.experiment_id, *ev.EXPERIMENT_KIND)
+        self.study_name, self.draws_plots = event.study_name, event.plots
+        run_id = self._find_parent()
+        deadline = time.monotonic() + (PARENT_WAIT_SECONDS if event.role == "join" else 0)
+        while run_id is None and time.monotonic() < deadline:  # the claimer is creating it
+            time.sleep(0.5)
+            run_id = self._find_parent()
+        if run_id is None:  # ours to create (or the claimer died before it could)
+            run_id = self.client.create_run(
+                self.experiment_id, run_name=event.study_name,
+                tags={ev.PARENT_TAG: "true", ev.STUDY_TAG: event.study_name}).info.run_id
+        elif event.role == "create":
+            self.client.update_run(run_id, status="RUNNING")  # a resumed study
+        self.parent_run_id = run_id
+
+    def _find_parent(self) -> str | None:
+        runs = self.client.search_runs(
+            [self.experiment_id], filter_string=f"tags.`{ev.PARENT_TAG}` = 'true' and "
+                                                f"tags.`{ev.STUDY_TAG}` = '{self.study_name}'",
+            order_by=["attributes.start_time ASC"], max_results=1)
+        return runs[0].info.run_id if runs else None
+
+    def _start_run(self, event: ev.StartRun) -> None:
+        run_id = None
+        if ev.TRIAL_TAG in event.tags and "trickopt.refit" not in event.tags:
+            # A run rebuilt by another process's `Reconcile` while this one lagged: reused,
+            # so that a trial never has two runs.
+            found = [run.info.run_id for run in self.client.search_runs(
+                [self.experiment_id], max_results=10,
+                filter_string=f"tags.`{ev.STUDY_TAG}` = '{self.study_name}' and "
+                              f"tags.`{ev.TRIAL_TAG}` = '{event.tags[ev.TRIAL_TAG]}'")
+                if "trickopt.refit" not in run.data.tags]
+            run_id = found[0] if found else None
+        if run_id is None:
+            run_id = self.client.create_run(self.experiment_id, run_name=event.name,
+                                            tags={"mlflow.parentRunId": self.parent_run_id,
+                                                  **event.tags}).info.run_id
+        self.runs[event.key] = run_id
+        self.params[event.key] = [Param(k, v) for k, v in event.params.items()]
+
+    def _log_metrics(self, event: ev.LogMetrics, tags: dict[str, str] | None = None) -> None:
+        run_id = self.runs.get(event.key)
+        if run_id is not None:  # else its creation failed, and said so
+            self.client.log_batch(run_id, metrics=[Metric(*m) for m in event.metrics],
+                                  params=self.params.pop(event.key, []),
+                                  tags=[RunTag(k, v) for k, v in (tags or {}).items()])
+
+    def _end_run(self, event: ev.EndRun) -> None:
+        try:
+            self._log_metrics(ev.LogMetrics(event.key, event.metrics), event.tags)
+        finally:
+            run_id = self.runs.pop(event.key, None)
+            if run_id is not None:
+                self.client.set_terminated(run_id, status=event.status)
+
+    def _log_parent(self, event: ev.LogParent) -> None:
+        self.client.log_batch(self.parent_run_id, metrics=[Metric(*m) for m in event.metrics],
+                              params=[Param(k, v) for k, v in event.params.items()],
+                              tags=[RunTag(k, v) for k, v in event.tags.items()])
+        with tempfile.TemporaryDirectory(prefix="trickopt-") as folder:
+            for name, text in event.files.items():
+                path = Path(folder, name)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(text)
+                self.client.log_artifact(self.parent_run_id, str(path),
+                                         str(Path(name).parent) if "/" in name else None)
+
+    def prepare_plots(self) -> None:
+        """Import the plotting code (about 1.2 s), once, if this process will draw."""
+        if self.draws_plots and not self.plots_prepared:
+            self.plots_prepared = True
+            import_plotting()
+
+    def _plots(self, event: ev.Plots) -> None:
+        with tempfile.TemporaryDirectory(prefix="trickopt-plots-") as folder:
+            trials = pickle.loads(event.trials)
+            for path in draw_plots(trials, event.direction, event.importances, Path(folder)):
+                self.client.log_artifact(self.parent_run_id, str(path), "plots")
+
+    def _reconcile(self, event: ev.Reconcile) -> None:
+        runs = self._trial_runs()
+        mine = set(self.runs.values())
+        for record in event.trials:
+            run = runs.get(record.number)
+            if run is not None and (run.info.status != "RUNNING" or run.info.run_id in mine):
+                continue  # as it should be, or still being written by this process
+            if run is None and not record.worker_gone:
+                continue  # a live worker's tracking process may not have written it yet
+            status = ev.STATUS_OF_STATE.get(record.state, "FAILED")
+            # Optuna's heartbeat fails a trial without a reason; its worker died all the same.
+            tags = {"stop_reason": "worker_died", **record.tags, ev.STATE_TAG: record.state}
+            now = int(time.time() * 1000)
+            metrics = [Metric(k, v, now, 0) for k, v in record.metrics.items()]
+            if run is None:  # its events died with its process: rebuilt from the storage
+                run_id = self._create_trial_run(record.number, {})
+                tags["trickopt.rebuilt"] = ("from the Optuna storage; per-epoch curves other "
+                                            "than the reported metric were lost")
+                metrics += [Metric("reported_value", v, now, step)
+                            for step, v in record.reported.items()]
+                params = [Param(k, v) for k, v in record.params.items()]
+            else:
+                run_id, params = run.info.run_id, []
+            self.client.log_batch(run_id, metrics=metrics, params=params,
+                                  tags=[RunTag(k, v) for k, v in tags.items()])
+            self.client.set_terminated(run_id, status=status)
+
+    def _trial_runs(self) -> dict:
+        """{trial number: its run} among the study's child runs in the store."""
+        runs = {}
+        for run in self.client.search_runs(
+                [self.experiment_id], filter_string=f"tags.`{ev.STUDY_TAG}` = "
+                                                    f"'{self.study_name}'", max_results=50_000):
+            number = run.data.tags.get(ev.TRIAL_TAG, "")
+            if number.isdigit() and "trickopt.refit" not in run.data.tags:
+                runs[int(number)] = run
+        return runs
+
+    def _create_trial_run(self, number: int, tags: dict[str, str]) -> str:
+        return self.client.create_run(
+            self.experiment_id, run_name=f"trial-{number}",
+            tags={"mlflow.parentRunId": self.parent_run_id, ev.STUDY_TAG: self.study_name,
+                  ev.TRIAL_TAG: str(number), **tags}).info.run_id
+
+    def _end_parent(self, event: ev.EndParent) -> None:
+        self.client.set_terminated(self.parent_run_id, status=event.status)
+
+    # -- helpers ----------------------------------------------------------------------------
+    def _experiment_id(self, name: str) -> str:
+        found = self.client.get_experiment_by_name(name)
+        if found is not None:
+            return found.experiment_id
+        try:
+            return self.client.create_experiment(name, tags=dict([ev.EXPERIMENT_KIND]))
+        except MlflowException:  # another worker created it a moment ago
+            found = self.client.get_experiment_by_name(name)
+            if found is None:
+                raise
+            return found.experiment_id
+
+
+@contextlib.contextmanager
+def _creating_alone(uri: str):
+    """For a SQLite store, hold an exclusive lock on its folder while the store is opened:
+    two processes creating one new mlflow.db at once (two studies, or workers, started
+    together) break its migrations for good ("_alembic_tmp_experiments already exists"). A
+    database server copes (the losers of its race are retried); a SQLite file does not."""
+    if not uri.startswith("sqlite:///") or fcntl is None:
+        yield
+        return
+    folder = os.open(Path(uri[len("sqlite:///"):]).parent, os.O_RDONLY)
+    try:
+        fcntl.flock(folder, fcntl.LOCK_EX)  # a lock on the folder: no file left behind
+        yield
+    finally:
+        os.close(folder)  # releases the lock
+
+
+def _probe_database(uri: str) -> None:
+    """Connect once, with a short timeout, before MLflow does: MLflow retries a store it
+    cannot open for about ten minutes, printing each retry (a directory named mlflow.db, an
+    unreachable PostgreSQL). One failed connection here stops tracking in seconds instead."""
+    if "://" not in uri or uri.startswith(("http://", "https://", "databricks")):
+        return  # a server: checked by the study process before it started this one
+    import sqlalchemy
+
+    url = with_installed_driver(uri)
+    connect_args = {"connect_timeout": 5} if url.startswith("postgres") else {}
+    engine = sqlalchemy.create_engine(url, connect_args=connect_args)
+    try:
+        with engine.connect() as connection:
+            if url.startswith("sqlite"):  # a read-only file opens; writing to it does not
+                connection.exec_driver_sql("BEGIN IMMEDIATE")
+                connection.exec_driver_sql("ROLLBACK")
+    finally:
+        engine.dispose()
+
+
+def _retry_schema_race(action: Callable[[], Any], attempts: int = 5) -> Any:
+    """Run `action`, retrying while another worker is creating the same fresh database:
+    the losers of that race fail on a duplicate key, and a moment later the tables exist."""
+    for attempt in range(attempts):
+        try:
+            return action()
+        except Exception:  # noqa: BLE001 - the driver's error types vary; retried, then raised
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.5 + random.random() * (attempt + 1))
+    raise AssertionError("unreachable")
