@@ -47,6 +47,8 @@ def _refused(done, field: str, cwd, keep=()):
     (["--study-name", "it's"], "study.name"),
     (["--study-name", "x" * 501], "study.name"),
     (["--workers", "1000"], "study.workers"),
+    (["--set", "model.width=77021"], "model.width"),
+    (["--set", "search.width={low: 8, high: 100000}"], "search.width"),
     (["--storage", "journal:"], "study.storage"),
     (["--tracking-uri", "file:///tmp/mlruns"], "tracking.uri"),
     (["--tracking-uri", "mlruns"], "tracking.uri"),
@@ -124,12 +126,14 @@ def test_a_folder_named_mlflow_db_stops_tracking_within_seconds(tmp_path):
 VALUES = st.one_of(st.integers(-10**20, 10**20), st.floats(allow_nan=True),
                    st.text(max_size=30), st.booleans(), st.none(),
                    st.lists(st.integers(-5, 5), max_size=4))
-KEYS = st.sampled_from(["train.lr", "train.batch_size", "model.width", "model.dropout",
+# model.width is left out: legal widths up to 16,384 are slow to train; its bound is tested
+# above, where a width of 77,021 (found by this test: an OOM kill) is refused.
+KEYS = st.sampled_from(["train.lr", "train.batch_size", "model.dropout",
                         "study.n_trials", "search.dropout", "search.norm", "train.stopper",
                         "study.pruner", "data.val_fraction", "refit", "study.timeout"])
 
 
-@settings(max_examples=25, deadline=None,
+@settings(max_examples=8, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(key=KEYS, value=VALUES)
 def test_any_set_value_is_a_run_or_one_refusal(tmp_path_factory, key, value):

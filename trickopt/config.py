@@ -97,9 +97,13 @@ class ModelConfig:
         from trickopt.tricks.norm import NORM_KINDS, NORM_POSITIONS, normalize_norm_kind
 
         return check_fields(self, prefix, {
-            "arch": one_of(*ARCHS), "depth": integer(0), "width": integer(1),
-            "channels": Constraint("a non-empty list of ints >= 1",
-                                   lambda v: bool(v) and all(map(integer(1), v))),
+            # Upper bounds far past any model trained here, below what exhausts memory
+            # (a width of 77,021 alone asks 24 GB): a typo must not be an OOM kill.
+            "arch": one_of(*ARCHS), "depth": integer(0, MAX_DEPTH + 1),
+            "width": integer(1, MAX_WIDTH + 1),
+            "channels": Constraint(f"a list of 1 to {MAX_DEPTH} ints in [1, {MAX_WIDTH}]",
+                                   lambda v: isinstance(v, list) and 0 < len(v) <= MAX_DEPTH
+                                   and all(map(integer(1, MAX_WIDTH + 1), v))),
             "activation": one_of(*ACTIVATIONS), "dropout": PROBABILITY,
             "dropout_kind": one_of("auto", *DROPOUT_KINDS),
             "norm": _spelled(normalize_norm_kind, NORM_KINDS),
@@ -200,6 +204,8 @@ _DEVICE = Constraint("auto, cpu, cuda, cuda:N or mps",
                      lambda v: re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", v) is not None)
 
 
+MAX_WIDTH = 16_384  # units (mlp) or channels (cnn) per layer
+MAX_DEPTH = 64  # hidden layers (mlp) or conv stages (cnn)
 TORCH_SEED_END = 2**64  # torch.manual_seed takes seeds below this
 
 

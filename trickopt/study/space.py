@@ -16,6 +16,7 @@ import copy
 from dataclasses import dataclass
 from typing import Any
 
+from trickopt.config import MAX_DEPTH, MAX_WIDTH
 from trickopt.tricks.constraints import (
     Constraint,
     check,
@@ -70,8 +71,8 @@ PARAMS: dict[str, Param] = {
     "momentum": Param("float", ("train", "momentum"), OPTIMIZER_CONSTRAINTS["momentum"],
                       parent="optimizer", parent_values=("sgd",)),
     # Model shape.
-    "width": Param("int", ("model", "width"), integer(1)),
-    "depth": Param("int", ("model", "depth"), integer(0)),
+    "width": Param("int", ("model", "width"), integer(1, MAX_WIDTH + 1)),
+    "depth": Param("int", ("model", "depth"), integer(0, MAX_DEPTH + 1)),
     # The tricks.
     "dropout": Param("float", ("model", "dropout"), PROBABILITY),
     "norm": Param("choice", ("model", "norm"), one_of(*NORM_KINDS)),
