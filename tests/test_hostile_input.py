@@ -62,6 +62,13 @@ def test_a_device_this_machine_lacks_is_refused(tmp_path):
     _refused(_cli(tmp_path, *TINY, "--device", "cuda"), "train.device", tmp_path)
 
 
+def test_a_file_that_is_not_a_journal_is_refused_and_left_alone(tmp_path):
+    (tmp_path / "notes.journal").write_text("hello world\n")
+    _refused(_cli(tmp_path, *TINY, "--storage", "journal:notes.journal"), "not an Optuna journal",
+             tmp_path, keep=["notes.journal"])
+    assert (tmp_path / "notes.journal").read_text() == "hello world\n"
+
+
 def test_a_journal_path_that_is_a_folder_is_refused(tmp_path):
     (tmp_path / "x.journal").mkdir()
     _refused(_cli(tmp_path, *TINY, "--storage", "journal:x.journal"), "study.storage",

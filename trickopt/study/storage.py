@@ -10,6 +10,7 @@ heartbeat so that a dead worker's trial is failed and retried.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import sys
@@ -69,6 +70,7 @@ def open_storage(url: str | None, *, heartbeat_interval: int | None = None,
             raise StorageError(f"study.storage: the folder of {path} does not exist")
         if path.is_dir():
             raise StorageError(f"study.storage: {path} is a folder, not a journal file")
+        _check_is_journal(path)
         repair_torn_tail(path)
         return JournalStorage(JournalFileBackend(str(path)))
     _check_parses(url)
@@ -83,6 +85,24 @@ def open_storage(url: str | None, *, heartbeat_interval: int | None = None,
             raise StorageError(f"study.storage: cannot open {mask_password(url)}: "
                                f"{mask_passwords_in_text(reason)}") from None
     raise AssertionError("unreachable")
+
+
+def _check_is_journal(path: Path) -> None:
+    """Refuse a file whose first record is not an Optuna journal record (Optuna would take
+    it for a write in progress, then fail mid-study), before anything is written to it."""
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    with open(path, "rb") as journal:
+        first = journal.readline(TAIL_BYTES)
+    if not first.endswith(b"\n"):
+        return  # a first record cut short: repair_torn_tail's business
+    try:
+        record = json.loads(first)
+    except ValueError:
+        record = None
+    if not isinstance(record, dict) or "op_code" not in record:
+        raise StorageError(f"study.storage: {path} is not an Optuna journal file (its first "
+                           "line is no journal record); name a new file, or a study's journal")
 
 
 def repair_torn_tail(path: Path) -> Path | None:
