@@ -144,20 +144,12 @@ class Writer:
         return runs[0].info.run_id if runs else None
 
     def _start_run(self, event: ev.StartRun) -> None:
-        run_id = None
-        if ev.TRIAL_TAG in event.tags and "trickopt.refit" not in event.tags:
-            # A run rebuilt by another process's `Reconcile` while this one lagged: reused,
-            # so that a trial never has two runs.
-            found = [run.info.run_id for run in self.client.search_runs(
-                [self.experiment_id], max_results=10,
-                filter_string=f"tags.`{ev.STUDY_TAG}` = '{self.study_name}' and "
-                              f"tags.`{ev.TRIAL_TAG}` = '{event.tags[ev.TRIAL_TAG]}'")
-                if "trickopt.refit" not in run.data.tags]
-            run_id = found[0] if found else None
-        if run_id is None:
-            run_id = self.client.create_run(self.experiment_id, run_name=event.name,
-                                            tags={"mlflow.parentRunId": self.parent_run_id,
-                                                  **event.tags}).info.run_id
+        # No search for an existing run first (a query per trial, the tracking process's
+        # bottleneck on short trials): `Reconcile` rebuilds only the runs of trials whose
+        # process is dead, whose tracking process has written what it got within seconds.
+        run_id = self.client.create_run(self.experiment_id, run_name=event.name,
+                                        tags={"mlflow.parentRunId": self.parent_run_id,
+                                              **event.tags}).info.run_id
         self.runs[event.key] = run_id
         self.params[event.key] = [Param(k, v) for k, v in event.params.items()]
 
