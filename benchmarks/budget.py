@@ -11,7 +11,7 @@ full's mean.
 
 Run:
     python benchmarks/budget.py                  # 3 seeds x 12 variants x 40 trials, ~12 min
-    python benchmarks/budget.py --quick          # 1 seed, 4 trials of 4 epochs, 4 variants
+    python benchmarks/budget.py --quick          # 1 seed, 2 trials of 2 epochs, 4 variants
 """
 
 from __future__ import annotations
@@ -48,10 +48,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=30, help="train.max_epochs (30)")
     parser.add_argument("--pruners", nargs="+", choices=OPTUNA_PRUNERS, default=OPTUNA_PRUNERS)
     parser.add_argument("--quick", action="store_true",
-                        help="1 seed, 4 trials, 4 epochs, median only: checks that it runs")
+                        help="1 seed, 2 trials, 2 epochs, median only: checks that it runs")
     args = parser.parse_args()
     if args.quick:
-        args.trials, args.seeds, args.epochs, args.pruners = 4, [0], 4, ["median"]
+        args.trials, args.seeds, args.epochs, args.pruners = 2, [0], 2, ["median"]
     if min(args.trials, args.epochs) < 1:
         parser.error(f"--trials and --epochs must be >= 1; got {args.trials}, {args.epochs}")
     return args

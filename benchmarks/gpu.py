@@ -124,7 +124,7 @@ def trials_per_hour(args: argparse.Namespace, device: torch.device, card: str) -
         return lambda: run_command(study_command(
             "--workers", str(k), "--n-trials", str(args.n_trials), "--device", str(device),
             "--no-progress", "--set", "tracking.enabled=false", "--set", "refit=none",
-            *(["--set", "train.max_epochs=3"] if args.quick else [])))
+            *(["--set", "train.max_epochs=1"] if args.quick else [])))
 
     runs = interleave({f"{card}, K={k}": side(k) for k in args.workers}, args.trial_repeats)
     throughput_table(runs, args.n_trials, "card, K concurrent trials")

@@ -8,7 +8,7 @@ over the optimize phase; ratios are to the first K, per repetition.
 
 Run:
     python benchmarks/scale.py --workers 1 2 1t2   # KtT: K workers, --set train.threads=T
-    python benchmarks/scale.py --quick             # 2 trials of 3 epochs, tracking off
+    python benchmarks/scale.py --quick             # 2 trials of 1 epoch, tracking off
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=2, help="interleaved repetitions (2)")
     parser.add_argument("--tracking", choices=("pg", "off"), default="pg",
                         help="MLflow on a fresh PostgreSQL database (pg) or off")
-    parser.add_argument("--quick", action="store_true", help="2 trials of 3 epochs, R=1")
+    parser.add_argument("--quick", action="store_true", help="2 trials of 1 epoch, R=1")
     args = parser.parse_args()
     if args.quick:  # tracking off: MLflow's migrations on PostgreSQL take seconds
         args.n_trials, args.repeats, args.tracking = 2, 1, "off"
@@ -110,7 +110,7 @@ def main() -> None:
         def side(label: str) -> Callable[[], object]:
             k, _, threads = label.partition("t")
             extra = ["--set", f"train.threads={threads}"] if threads else []
-            extra += ["--set", "train.max_epochs=3"] if args.quick else []
+            extra += ["--set", "train.max_epochs=1"] if args.quick else []
             return lambda: run_command(study_command(
                 "--storage", new_database(), "--workers", k, "--n-trials", str(args.n_trials),
                 "--no-progress", *extra, *(["--tracking-uri", new_database()]

@@ -9,7 +9,7 @@ run does.
 Run:
     python benchmarks/tracking_overhead.py --n-trials 20 --repeats 5
     python benchmarks/tracking_overhead.py benchmarks/idiomatic_budget.yaml --n-trials 100
-    python benchmarks/tracking_overhead.py --quick      # 2 trials of 3 epochs, 1 repetition
+    python benchmarks/tracking_overhead.py --quick      # 2 trials of 1 epoch, 1 repetition
 """
 
 from __future__ import annotations
@@ -27,11 +27,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=5, help="interleaved repetitions (5)")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="passed to both sides")
-    parser.add_argument("--quick", action="store_true", help="2 trials of 3 epochs, R=1")
+    parser.add_argument("--quick", action="store_true", help="2 trials of 1 epoch, R=1")
     args = parser.parse_args()
     if args.quick:
         args.n_trials, args.repeats = 2, 1
-        args.overrides = ["train.max_epochs=3", *args.overrides]
+        args.overrides = ["train.max_epochs=1", *args.overrides]
     if min(args.n_trials, args.repeats) < 1:
         parser.error(f"--n-trials and --repeats must be >= 1; got {vars(args)}")
     return args

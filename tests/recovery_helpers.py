@@ -7,8 +7,10 @@ found by its tags (`trickopt.study`, `optuna.trial_number`), the link from Optun
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -21,14 +23,16 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import FrozenTrial, TrialState
 
 MAX_EPOCHS = 25
-# Trials slow enough (several seconds each on 2 cores) to be caught in the middle, none pruned
-# or stopped early, so the state of every trial is predictable.
+# Trials slow enough (a few seconds each on 2 cores, ~0.2 s an epoch) to be caught in the
+# middle, with at least 13 epochs (seconds) of margin once caught, and no longer than that:
+# every test here waits for whole trials. None is pruned or stopped early, so the state of
+# every trial is predictable.
 SLOW = ["--no-progress", "--set", "model.arch=mlp", "--set", "model.width=256",
-        "--set", "data.name=synthetic", "--set", "data.n_samples=6000",
+        "--set", "data.name=synthetic", "--set", "data.n_samples=3000",
         "--set", f"train.max_epochs={MAX_EPOCHS}", "--set", "study.pruner=none",
         "--set", "search.stopper=none", "--set", "search.batch_size=32",
         "--set", "refit=none"]
-DEADLINE = 300  # seconds to reach an awaited state; a slow trial takes ~15 s on 2 busy cores
+DEADLINE = 300  # seconds to reach an awaited state; a slow trial takes ~8 s on 2 busy cores
 STUDY_TAG, TRIAL_TAG = "trickopt.study", "optuna.trial_number"  # on every trial's run
 
 
@@ -70,10 +74,29 @@ def trial_in_its_first_half(load_study: Callable[[], optuna.Study]) -> FrozenTri
     return running[0] if running else None
 
 
-def wait_for_trial_mid_run(load_study, process: subprocess.Popen | None = None) -> FrozenTrial:
-    return wait_for(f"a complete trial and another running with 1 to {MAX_EPOCHS // 2} of "
-                    f"{MAX_EPOCHS} epochs reported", lambda: trial_in_its_first_half(load_study),
-                    process=process)
+def wait_for_trial_mid_run(load_study, process: subprocess.Popen | None = None, *,
+                           ready: Callable[[], bool] | None = None) -> FrozenTrial:
+    """See `trial_in_its_first_half`; with `ready`, also once `ready()` is true."""
+    what = (f"a complete trial and another running with 1 to {MAX_EPOCHS // 2} of "
+            f"{MAX_EPOCHS} epochs reported" + (" (and the MLflow store set up)" if ready else ""))
+    return wait_for(what, lambda: (ready is None or ready()) and trial_in_its_first_half(
+        load_study), process=process)
+
+
+def sqlite_store_has_a_run(db: Path) -> bool:
+    """Whether the MLflow store `db` (SQLite) holds a run: its tables are all made. Read-only,
+    so that a store still being set up is never touched (an MlflowClient would migrate it).
+    kill -9 while MLflow creates a fresh SQLite store's tables leaves it half made (alembic's
+    `_alembic_tmp_*` tables), and every later run's tracking stops; and until it has set the
+    store up, the tracking process does not yet ignore SIGINT. The tests that signal a whole
+    study's process group wait for this first: short trials could end before the store is
+    made."""
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True,
+                                                timeout=1.0)) as connection:
+            return connection.execute("SELECT count(*) FROM runs").fetchone()[0] > 0
+    except sqlite3.Error:  # no file yet, or no table yet
+        return False
 
 
 def assert_still_running(load_study, trial: FrozenTrial, signal_name: str) -> None:
@@ -84,11 +107,12 @@ def assert_still_running(load_study, trial: FrozenTrial, signal_name: str) -> No
         f"it had reported {len(trial.intermediate_values)} of {MAX_EPOCHS} epochs")
 
 
-def kill_mid_trial(process: subprocess.Popen, load_study) -> int:
-    """Once one trial is complete and another is mid-run, kill -9 the whole study (process
-    group) and return the number of the trial that was running."""
+def kill_mid_trial(process: subprocess.Popen, load_study, *,
+                   ready: Callable[[], bool] | None = None) -> int:
+    """Once one trial is complete and another is mid-run (and `ready()`, where given), kill -9
+    the whole study (process group) and return the number of the trial that was running."""
     try:
-        trial = wait_for_trial_mid_run(load_study, process)
+        trial = wait_for_trial_mid_run(load_study, process, ready=ready)
     except AssertionError:
         os.killpg(process.pid, signal.SIGKILL)
         raise

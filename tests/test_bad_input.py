@@ -4,15 +4,13 @@ test_postgres.py."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
+from cli_helpers import study_cli
 
 
 def _cli(cwd, *args):
-    return subprocess.run([sys.executable, "-m", "trickopt.study", "--no-progress", *args],
-                          cwd=cwd, capture_output=True, text=True, timeout=120)
+    # In this process (tests/cli_helpers.py): a refusal needs no fresh interpreter.
+    return study_cli(cwd, "--no-progress", *args, timeout=120)
 
 
 def _refused(result, field: str, cwd, keep=()):
@@ -70,7 +68,8 @@ def test_bad_budget_flags(tmp_path, flag, value):
 
 
 def test_resuming_with_another_metric_is_refused(tmp_path):
-    first = _cli(tmp_path, "--n-trials", "1", "--set", "model.arch=mlp",
+    first = _cli(tmp_path, "--n-trials", "1", "--set", "data.name=digits",
+                 "--set", "model.arch=mlp",
                  "--set", "train.max_epochs=2", "--set", "refit=none",
                  "--set", "tracking.enabled=false")
     assert first.returncode == 0, first.stderr

@@ -48,6 +48,15 @@ def ratio(cell: str) -> float:
 
 
 @pytest.mark.slow
+def test_factory_overhead(tmp_path):
+    column = "ratio to by hand: median (min–max)"
+    rows = table(run_quick(tmp_path, "factory_overhead.py"), "model", "median ms/epoch", column)
+    assert set(rows) == {"factory (cnn1d + Tricks)", "written by hand"}
+    assert ratio(rows["written by hand"][column]) == 1.0  # the reference, against itself
+    assert ratio(rows["factory (cnn1d + Tricks)"][column]) > 0
+
+
+@pytest.mark.slow
 def test_fit_overhead(tmp_path):
     column = "ratio to the hand loop: median (min–max)"
     rows = table(run_quick(tmp_path, "fit_overhead.py"), "variant", "median ms/epoch", column)
@@ -63,8 +72,8 @@ def test_budget(tmp_path):
     rows = table(run_quick(tmp_path, "budget.py"), "variant", "epochs", "epochs % full",
                  "best val acc", "refit test acc", "complete / pruned per study")
     assert set(rows) == {"full", "stopper only", "pruner only: median", "both: median"}
-    for row in rows.values():  # --quick: 4 trials of at most 4 epochs
-        assert 0 < float(row["epochs"]) <= 16 and float(row["epochs % full"]) > 0, row
+    for row in rows.values():  # --quick: 2 trials of at most 2 epochs
+        assert 0 < float(row["epochs"]) <= 4 and float(row["epochs % full"]) > 0, row
         assert 0 < float(row["best val acc"]) <= 1 and 0 < float(row["refit test acc"]) <= 1
     assert rows["full"]["epochs % full"] == "100.0"
 

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import textwrap
 
+import cli_helpers
 import pytest
 
 from trickopt import train_cli
@@ -206,8 +205,7 @@ def test_bad_values_through_set_are_reported_like_file_values():
 
 def test_the_cli_exits_2_with_one_error_line_per_problem_and_writes_nothing(tmp_path):
     path = write(tmp_path, MANY_PROBLEMS, name="bad.yaml")
-    out = subprocess.run([sys.executable, "-m", "trickopt.train_cli", str(path)], cwd=tmp_path,
-                         capture_output=True, text=True, timeout=120, check=False)
+    out = cli_helpers.train_cli(tmp_path, str(path), timeout=120)  # in this process
     assert out.returncode == 2
     lines = out.stderr.splitlines()
     assert all(line.startswith("error: ") for line in lines), out.stderr

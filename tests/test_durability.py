@@ -5,22 +5,23 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import optuna
 import pytest
+from cli_helpers import Done, study_cli
 
 from trickopt.study.storage import open_storage
 
-TINY = ["--study-name", "tiny", "--no-progress", "--set", "model.arch=mlp",
+TINY = ["--study-name", "tiny", "--no-progress", "--set", "data.name=digits",
+        "--set", "model.arch=mlp",
         "--set", "model.width=16", "--set", "train.max_epochs=3",
         "--set", "tracking.enabled=false", "--set", "refit=none"]
 
 
-def _cli(cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "trickopt.study", *TINY, *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=300)
+def _cli(cwd: Path, *args: str) -> Done:
+    # In this process (tests/cli_helpers.py), without a fresh interpreter's imports.
+    return study_cli(cwd, *TINY, *args, timeout=300)
 
 
 def _values(journal: Path) -> dict[int, tuple[str, float | None]]:

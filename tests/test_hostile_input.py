@@ -10,16 +10,26 @@ import sys
 import optuna
 import pytest
 import torch
+from cli_helpers import study_cli
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from trickopt.study.storage import DEFAULT_JOURNAL, open_storage
 
-TINY = ["--no-progress", "--study-name", "tiny", "--n-trials", "2", "--set", "model.arch=mlp",
+TINY = ["--no-progress", "--study-name", "tiny", "--n-trials", "2", "--set", "data.name=digits",
+        "--set", "model.arch=mlp",
         "--set", "model.width=8", "--set", "train.max_epochs=2", "--set", "refit=none"]
 
 
 def _cli(cwd, *args, timeout=300):
+    """The command's answer, run in this process (tests/cli_helpers.py): a refusal needs none
+    of a fresh interpreter's 3-5 s of imports."""
+    return study_cli(cwd, *args, timeout=timeout)
+
+
+def _process(cwd, *args, timeout=300):
+    """The command as a process of its own, where the test is about what its processes do
+    (the tracking process's output)."""
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     return subprocess.run([sys.executable, "-m", "trickopt.study", *args], cwd=cwd,
                           capture_output=True, text=True, timeout=timeout, env=env)
@@ -122,7 +132,7 @@ def test_a_knob_fixed_then_searched_keeps_the_refit_working(tmp_path):
 # -- 6: a tracking store that cannot work stops tracking in seconds, not the study ---------------
 def test_a_folder_named_mlflow_db_stops_tracking_within_seconds(tmp_path):
     (tmp_path / "mlflow.db").mkdir()
-    done = _cli(tmp_path, *TINY, timeout=120)
+    done = _process(tmp_path, *TINY, timeout=120)
     assert done.returncode == 1, done.stderr
     warnings = [line for line in done.stderr.splitlines() if "MLflow" in line]
     assert len(warnings) == 1 and "tracking stopped" in warnings[0], done.stderr

@@ -59,10 +59,11 @@ def test_study_logs_to_a_tracking_server(mlflow_server, tmp_path, monkeypatch):
     work = tmp_path / "work"
     work.mkdir()
     monkeypatch.chdir(work)
-    n_trials = 4
+    n_trials = 2
     assert main(["--n-trials", str(n_trials), "--study-name", "served", "--no-progress",
-                 "--tracking-uri", mlflow_server, "--set", "model.arch=mlp",
-                 "--set", "train.max_epochs=5"]) == 0
+                 "--tracking-uri", mlflow_server, "--set", "data.name=digits",
+                 "--set", "model.arch=mlp",
+                 "--set", "train.max_epochs=3"]) == 0
     assert not (work / "mlflow.db").exists()  # everything went to the server
     client = MlflowClient(mlflow_server)
     experiment = client.get_experiment_by_name("served")

@@ -9,7 +9,17 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from trickopt.config import ModelConfig
-from trickopt.models import MLP, SmallCNN, build_model, seeded_model
+from trickopt.models import build_model, cnn, cnn1d, mlp, seeded_model
+from trickopt.tricks import Tricks
+
+
+def MLP(in_features: int, n_classes: int, *, depth: int = 2, width: int = 128, **tricks):
+    """The built-in mlp factory, called as a study calls it."""
+    return mlp(Tricks(**tricks), (in_features,), n_classes, depth=depth, width=width)
+
+
+def SmallCNN(input_shape: tuple, n_classes: int, *, channels: list, **tricks):
+    return cnn(Tricks(**tricks), input_shape, n_classes, channels=channels)
 
 
 def layer_types(model: nn.Module) -> list[type]:
@@ -124,3 +134,62 @@ def test_seeded_model_starts_from_the_weights_torch_draws_right_after_the_seed()
         torch.testing.assert_close(got.bias, expected.bias, rtol=0, atol=0)
     other = seeded_model(ModelConfig(depth=2, width=9), (1, 8, 8), 3, seed=8)
     assert not torch.equal(other[1].weight, linears[0].weight)
+
+
+def test_cnn1d_forward_equals_torch_functional_ops_by_hand():
+    torch.manual_seed(0)
+    model = cnn1d(Tricks(activation="tanh"), (2, 16), 3, channels=[4, 5], kernel_size=3)
+    convs = [m for m in model if isinstance(m, nn.Conv1d)]
+    head = model[-1]
+    x = torch.randn(6, 2, 16)
+    h = x
+    for conv in convs:
+        h = F.max_pool1d(torch.tanh(F.conv1d(h, conv.weight, conv.bias, padding=1)), 2)
+    expected = F.linear(h.flatten(1), head.weight, head.bias)
+    assert [(c.in_channels, c.out_channels) for c in convs] == [(2, 4), (4, 5)]
+    assert head.in_features == 5 * 4
+    torch.testing.assert_close(model(x), expected)
+
+
+def test_cnn1d_reads_a_flat_sequence_as_one_channel():
+    model = cnn1d(Tricks(), (40,), 10, channels=[8, 8, 8])
+    assert model(torch.randn(3, 40)).shape == (3, 10)
+    with pytest.raises(ValueError, match="at most 5 conv stages"):
+        cnn1d(Tricks(), (40,), 10, channels=[8] * 6)
+
+
+@pytest.mark.parametrize("kind, expected", [("batch", nn.BatchNorm1d), ("layer", nn.GroupNorm),
+                                            ("weight", None), ("none", None)])
+def test_cnn1d_places_the_searched_norm_for_sequences(kind, expected):
+    model = cnn1d(Tricks(norm=kind), (1, 16), 2, channels=[4])
+    norms = [m for m in model if isinstance(m, (nn.BatchNorm1d, nn.GroupNorm))]
+    assert [type(m) for m in norms] == ([expected] if expected else [])
+    conv = model[0]
+    assert parametrize.is_parametrized(conv, "weight") == (kind == "weight")
+    if kind == "layer":  # layer norm over (C, L) per sample, as torch's LayerNorm computes it
+        x = torch.randn(5, 4, 16)
+        reference = F.layer_norm(x, (4, 16))
+        torch.testing.assert_close(norms[0](x), reference, rtol=1e-4, atol=1e-5)
+
+
+def test_tricks_remember_what_the_factory_asked_for():
+    tricks = Tricks(norm="batch", dropout=0.2)
+    nn.Sequential(nn.Linear(3, 4), tricks.dropout())
+    assert tricks.asked == {"dropout"}
+    tricks.weight_norm(nn.Linear(3, 4))
+    assert tricks.asked == {"dropout", "norm"}
+    assert tricks.norm_position == "before_activation"
+    assert "norm_position" in tricks.asked
+
+
+def test_build_model_calls_a_user_factory_with_its_params():
+    calls = []
+
+    def build(tricks, input_shape, n_classes, *, width):
+        calls.append((input_shape, n_classes, width, tricks.norm_kind))
+        return nn.Sequential(nn.Flatten(), nn.Linear(12, width), tricks.norm(width),
+                             nn.Linear(width, n_classes))
+
+    model = build_model(ModelConfig(factory=build, params={"width": 6}, norm="layer"), (3, 4), 2)
+    assert calls == [((3, 4), 2, 6, "layer")]
+    assert isinstance(model[2], nn.LayerNorm) and model[2].normalized_shape == (6,)

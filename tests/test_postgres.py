@@ -13,6 +13,7 @@ import sys
 
 import optuna
 import pytest
+from cli_helpers import study_cli
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 from recovery_helpers import (
@@ -29,7 +30,8 @@ from trickopt.urls import with_installed_driver
 
 pytestmark = pytest.mark.postgres
 
-FAST = ["--no-progress", "--set", "model.arch=mlp", "--set", "model.width=32",
+FAST = ["--no-progress", "--set", "data.name=digits",
+        "--set", "model.arch=mlp", "--set", "model.width=32",
         "--set", "train.max_epochs=6"]
 
 
@@ -40,13 +42,14 @@ def _study(cmd_args, cwd, **kwargs):
 
 def test_two_workers_share_one_study(postgres, tmp_path):
     storage, tracking = postgres.new_database(), postgres.new_database()
-    result = _study(["--workers", "2", "--n-trials", "12", "--study-name", "shared",
+    n_trials = 6  # 3 per worker, drawn from the one study at once
+    result = _study(["--workers", "2", "--n-trials", str(n_trials), "--study-name", "shared",
                      "--storage", storage, "--tracking-uri", tracking, *FAST], tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "s3cret-pw" not in result.stdout + result.stderr  # the password is masked
     study = optuna.load_study(study_name="shared", storage=open_storage(storage))
     trials = study.get_trials(deepcopy=False)
-    assert len(trials) == 12 and len({t.number for t in trials}) == 12
+    assert len(trials) == n_trials and len({t.number for t in trials}) == n_trials
     assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
     workers = {t.user_attrs["worker"].split(":")[1] for t in trials}
     assert len(workers) == 2  # two processes really shared the work
@@ -54,14 +57,14 @@ def test_two_workers_share_one_study(postgres, tmp_path):
     runs = client.search_runs([client.get_experiment_by_name("shared").experiment_id])
     parents = [r for r in runs if r.data.tags.get(PARENT_TAG) == "true"]
     children = [r for r in runs if r.info.run_name.startswith("trial-")]
-    assert len(parents) == 1 and len(children) == 12
+    assert len(parents) == 1 and len(children) == n_trials
     assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parents[0].info.run_id}
     assert "s3cret-pw" not in str(parents[0].data.tags) + str(parents[0].data.params)
 
 
 def test_parent_run_is_created_once_when_workers_start_together(postgres, tmp_path):
     storage, tracking = postgres.new_database(), postgres.new_database()
-    args = ["--n-trials", "2", "--study-name", "race", "--storage", storage,
+    args = ["--n-trials", "1", "--study-name", "race", "--storage", storage,
             "--tracking-uri", tracking, "--set", "refit=none", *FAST]
     processes = [subprocess.Popen([sys.executable, "-m", "trickopt.study", *args], cwd=tmp_path,
                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -72,7 +75,7 @@ def test_parent_run_is_created_once_when_workers_start_together(postgres, tmp_pa
     runs = client.search_runs([client.get_experiment_by_name("race").experiment_id])
     parents = [r for r in runs if r.data.tags.get(PARENT_TAG) == "true"]
     assert len(parents) == 1
-    assert sum(r.info.run_name.startswith("trial-") for r in runs) == 6
+    assert sum(r.info.run_name.startswith("trial-") for r in runs) == 3  # one per command
 
 
 def test_killed_worker_trial_is_failed_and_retried(postgres, tmp_path):
@@ -83,8 +86,10 @@ def test_killed_worker_trial_is_failed_and_retried(postgres, tmp_path):
     # enough that a live worker on a busy machine is never taken for dead.
     args = ["--study-name", "crash", "--storage", storage, "--tracking-uri", tracking,
             "--set", "study.heartbeat_interval=1", "--set", "study.grace_period=30", *SLOW]
+    # 4 trials, 2 per worker: one complete, then the next caught mid-run and its worker
+    # killed while the other worker still has a trial of its own to run.
     process = subprocess.Popen([sys.executable, "-m", "trickopt.study", "--workers", "2",
-                                "--n-trials", "6", *args], cwd=tmp_path,
+                                "--n-trials", "4", *args], cwd=tmp_path,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                start_new_session=True)
 
@@ -98,7 +103,7 @@ def test_killed_worker_trial_is_failed_and_retried(postgres, tmp_path):
         raise
     assert process.wait(timeout=600) == 0, process.stdout.read().decode()
     complete_before = complete_numbers(load())
-    rerun = _study(["--n-trials", "1", *args], tmp_path)
+    rerun = study_cli(tmp_path, "--n-trials", "1", *args, timeout=600)  # the next run, in-process
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     client = MlflowClient(with_installed_driver(tracking))
     check_recovered(load(), killed, complete_before, client, "crash")
@@ -122,7 +127,7 @@ BAD_STORAGE = {
 @pytest.mark.parametrize("case", sorted(BAD_STORAGE))
 def test_bad_storage_is_refused_before_anything_is_created(postgres, tmp_path, case):
     url = BAD_STORAGE[case] or postgres.new_database().replace("s3cret-pw", "wrong-pw")
-    result = _study(["--storage", url, *FAST], tmp_path)
+    result = study_cli(tmp_path, "--storage", url, *FAST, timeout=600)  # a refusal: in-process
     assert result.returncode == 2, result.stdout + result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: study.storage: cannot open")

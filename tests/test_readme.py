@@ -50,3 +50,20 @@ def test_readme_python_study_example_runs_as_a_script(tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
     assert "'mode': 'train_val'" in done.stdout  # the refit ran and was printed
     assert (tmp_path / "mlflow.db").exists() and (tmp_path / "trickopt.journal").exists()
+
+
+def test_readme_own_model_example_runs_as_a_script(tmp_path):
+    import subprocess
+    import sys
+
+    section = README.read_text().split("## Your own model and data", 1)[1]
+    section = section.split("\n## ", 1)[0]
+    code = re.search(r"```python\n(.*?)```", section, re.DOTALL).group(1)
+    (tmp_path / "example.py").write_text(code)
+    done = subprocess.run([sys.executable, "example.py"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    width, scores = done.stdout.strip().splitlines()[-1].split(" ", 1)
+    assert int(width) in (8, 32)
+    assert "'test_accuracy':" in scores  # the best trial's own model, scored on test
+    assert (tmp_path / "mlflow.db").exists()

@@ -5,16 +5,16 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 
 import optuna
+from cli_helpers import study_cli
 from mlflow.tracking import MlflowClient
 from recovery_helpers import (
     SLOW,
     check_recovered,
     complete_numbers,
     kill_mid_trial,
+    sqlite_store_has_a_run,
     start_study,
     trial_runs,
     wait_for_trial_mid_run,
@@ -34,11 +34,13 @@ def test_killed_trial_is_failed_and_retried_on_the_next_run(tmp_path):
     name = "crash"
     load = _loader(tmp_path, name)
     process = start_study(tmp_path, "--n-trials", "6", "--study-name", name)
-    killed = kill_mid_trial(process, load)  # it stays RUNNING: a journal has no heartbeat
+    # It stays RUNNING: a journal has no heartbeat.
+    killed = kill_mid_trial(process, load,
+                            ready=lambda: sqlite_store_has_a_run(tmp_path / "mlflow.db"))
     complete_before = complete_numbers(load())
-    rerun = subprocess.run([sys.executable, "-m", "trickopt.study", "--n-trials", "1",
-                            "--study-name", name, *SLOW], cwd=tmp_path, capture_output=True,
-                           text=True, timeout=300)
+    # The next run, in this process (tests/cli_helpers.py): what it does is the point, not
+    # how a fresh interpreter starts.
+    rerun = study_cli(tmp_path, "--n-trials", "1", "--study-name", name, *SLOW, timeout=300)
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     assert f"retrying trials [{killed}]" in rerun.stdout
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
@@ -50,7 +52,10 @@ def test_ctrl_c_fails_the_running_trial_and_prints_the_summary(tmp_path):
     load = _loader(tmp_path, name)
     process = start_study(tmp_path, "--n-trials", "6", "--study-name", name)
     try:
-        running = wait_for_trial_mid_run(load, process)
+        # Once the tracking process is set up: it ignores SIGINT from then on, as the study
+        # process is the one to close its runs.
+        running = wait_for_trial_mid_run(
+            load, process, ready=lambda: sqlite_store_has_a_run(tmp_path / "mlflow.db"))
     except AssertionError:
         os.killpg(process.pid, signal.SIGKILL)
         raise

@@ -2,24 +2,22 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import optuna
 import pytest
+from cli_helpers import study_cli
 
 from trickopt.study.storage import DEFAULT_JOURNAL, open_storage
 
 TINY = ["--n-trials", "2", "--study-name", "tiny", "--no-progress",
+        "--set", "data.name=digits",
         "--set", "model.arch=mlp", "--set", "model.width=16", "--set", "train.max_epochs=3",
         "--set", "tracking.enabled=false", "--set", "refit=none"]
 
 
 def _cli(cwd, *args):
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    return subprocess.run([sys.executable, "-m", "trickopt.study", *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=300, env=env)
+    # In this process (tests/cli_helpers.py), as a fresh `python -m trickopt.study` would run
+    # it (its stderr shows warnings and Optuna's log), without the imports of a fresh one.
+    return study_cli(cwd, *args, timeout=300)
 
 
 def _n_trials(folder) -> int:

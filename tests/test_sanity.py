@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
+from cli_helpers import train_cli
 
 from trickopt.config import RunConfig
 from trickopt.data import load_data
@@ -27,9 +25,7 @@ def run_config(**train) -> RunConfig:
 
 
 def test_sanity_command_passes_on_the_default_config(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "trickopt.train_cli", "--sanity",
-                          "--set", "train.threads=1"],
-                         cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False)
+    out = train_cli(tmp_path, "--sanity", "--set", "train.threads=1", timeout=120)  # in-process
     assert out.returncode == 0, out.stdout + out.stderr
     lines = out.stdout.splitlines()
     assert len(lines) == 2 and all(line.startswith("[ok] ") for line in lines), out.stdout

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from cli_helpers import study_cli
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy.engine import make_url
@@ -63,10 +64,15 @@ def test_masking_hides_passwords_that_urlsplit_does_not_see(url):
     assert "s3cr" not in mask_password(url) and "etpw" not in mask_password(url)
 
 
-def _cli(cwd, *args):
+def _process(cwd, *args):
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     return subprocess.run([sys.executable, "-m", "trickopt.study", *args], cwd=cwd,
                           capture_output=True, text=True, timeout=300, env=env)
+
+
+def _cli(cwd, *args):
+    # In this process (tests/cli_helpers.py): it starts and ends with the passwords it found.
+    return study_cli(cwd, *args, timeout=300)
 
 
 @pytest.mark.parametrize("args", [
@@ -100,9 +106,11 @@ def test_a_study_on_a_real_database_shows_its_password_nowhere(postgres, tmp_pat
         urls.append(f"postgresql://nasty:{password}@127.0.0.1:{postgres.port}/{database}")
     study_file = tmp_path / "nasty.yaml"
     study_file.write_text(f"study:\n  storage: '{urls[0]}'\n")
-    done = _cli(tmp_path, str(study_file), "--tracking-uri", urls[1], "--n-trials", "2",
-                "--no-progress", "--study-name", "nasty", "--set", "model.arch=mlp",
-                "--set", "model.width=8", "--set", "train.max_epochs=2")
+    # A process of its own: the tracking process's output is searched too.
+    done = _process(tmp_path, str(study_file), "--tracking-uri", urls[1], "--n-trials", "2",
+                    "--no-progress", "--study-name", "nasty", "--set", "data.name=digits",
+                    "--set", "model.arch=mlp",
+                    "--set", "model.width=8", "--set", "train.max_epochs=2")
     assert done.returncode == 0, done.stdout + done.stderr
     seen = [done.stdout, done.stderr]
     from trickopt.urls import with_installed_driver

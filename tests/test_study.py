@@ -18,6 +18,7 @@ N_TRIALS = 8
 NAME = "tiny"
 # Small but real: digits MLP, every trick searched, a pruner that starts early.
 TINY = ["--n-trials", str(N_TRIALS), "--study-name", NAME, "--no-progress",
+        "--set", "data.name=digits",
         "--set", "model.arch=mlp", "--set", "model.width=32", "--set", "train.max_epochs=8",
         "--set", "study.pruner_params={n_startup_trials: 2, n_warmup_steps: 1}"]
 
@@ -102,15 +103,16 @@ def test_study_end_to_end_matches_mlflow(study_dir, capsys):
 
 
 def test_rerun_resumes_with_the_same_parent(study_dir):
-    assert main(TINY) == 0
+    n = 3  # trials per run: resuming is the point here, not the pruner
+    assert main(TINY + ["--n-trials", str(n)]) == 0
     _, parents_before, _, _ = _runs(f"sqlite:///{study_dir / 'mlflow.db'}")
-    assert main(TINY) == 0
+    assert main(TINY + ["--n-trials", str(n)]) == 0
     study = _study(study_dir)
-    assert len(study.trials) == 2 * N_TRIALS
-    assert len({t.number for t in study.trials}) == 2 * N_TRIALS
+    assert len(study.trials) == 2 * n
+    assert len({t.number for t in study.trials}) == 2 * n
     _, parents, trials, refits = _runs(f"sqlite:///{study_dir / 'mlflow.db'}")
     assert [p.info.run_id for p in parents] == [p.info.run_id for p in parents_before]
-    assert len(trials) == 2 * N_TRIALS
+    assert len(trials) == 2 * n
     # The helper study that made the parent run's creation atomic is gone.
     assert [s.study_name for s in optuna.get_all_study_summaries(study._storage)] == [NAME]
 
@@ -180,8 +182,8 @@ def test_best_trial_model_is_kept_not_retrained_and_scores_as_its_replay(study_d
     from trickopt.study.objective import decided_params
     from trickopt.train import evaluate, fit
 
-    config = load_study_config(None, ["study.n_trials=4", "study.name=kept", "model.arch=mlp",
-                                      "model.width=32", "train.max_epochs=6",
+    config = load_study_config(None, ["study.n_trials=4", "study.name=kept", "data.name=digits",
+                                      "model.arch=mlp", "model.width=32", "train.max_epochs=6",
                                       "study.pruner=none", "tracking.enabled=false",
                                       "refit=none"])
     fits = []

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from cli_helpers import study_cli
 
 from trickopt.config import ConfigError
 from trickopt.study.config import (
@@ -187,8 +186,8 @@ def test_all_errors_are_reported_together():
 
 
 def _cli(tmp_path, *args):
-    return subprocess.run([sys.executable, "-m", "trickopt.study", *args, "--no-progress"],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    # In this process (tests/cli_helpers.py): a refusal needs no fresh interpreter.
+    return study_cli(tmp_path, *args, "--no-progress", timeout=120)
 
 
 @pytest.mark.parametrize("case", ["wrong type", "empty choices", "unknown pruner",
@@ -246,4 +245,5 @@ def test_no_file_gives_the_default_study():
     default = StudyConfig()
     for section in ("data", "model", "train", "search", "study", "tracking", "refit"):
         assert getattr(parsed, section) == getattr(default, section), section
-    assert parsed.model.arch == "cnn" and parsed.train.max_epochs == 30
+    assert parsed.data.name == "mnist1d" and parsed.model.arch == "cnn1d"
+    assert parsed.train.max_epochs == 20 and parsed.search["batch_size"] == 128

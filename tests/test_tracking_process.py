@@ -15,6 +15,7 @@ import optuna
 from trickopt.study.storage import DEFAULT_JOURNAL, open_storage
 
 TINY = ["--n-trials", "3", "--study-name", "tiny", "--no-progress",
+        "--set", "data.name=digits",
         "--set", "model.arch=mlp", "--set", "model.width=16", "--set", "train.max_epochs=3"]
 
 

@@ -298,14 +298,14 @@ def test_refit_trains_on_train_plus_val_and_scores_test_independently(data):
     assert result.history.stop_reason == "max_epochs"
     loss, accuracy = plain_val_loss(model, data.x_test, data.y_test)
     assert result.test_loss == pytest.approx(loss, abs=1e-6)
-    assert result.test_accuracy == pytest.approx(accuracy, abs=1e-12)
+    assert result.test_score == pytest.approx(accuracy, abs=1e-12)
 
 
 def test_refit_with_include_test_trains_on_everything_and_reports_no_test_score(data):
     model = CountRows(make_model(data))
     result = refit(model, data, train_config(), epochs=2, include_test=True)
     assert model.train_rows == 2 * (len(data.y_train) + len(data.y_val) + len(data.y_test))
-    assert result.test_loss is None and result.test_accuracy is None
+    assert result.test_loss is None and result.test_score is None
 
 
 # ---------------------------------------------------------------------------------------------

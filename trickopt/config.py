@@ -57,9 +57,14 @@ class DataConfig:
     n_features: int = 20
     n_classes: int = 2
     root: str = "~/.cache/trickopt"  # where torchvision data sets are downloaded
+    # A data factory of your own, "module:function", called with this section; it replaces
+    # name and returns trickopt.data.Splits (see trickopt.data.splits_from_arrays).
+    factory: str | None = None
+    params: dict = field(default_factory=dict)  # anything your factory reads from the section
+    task: str | None = None  # classification | regression; None: what the data says
 
     def check(self, prefix: str) -> list[str]:
-        from trickopt.data import DATASETS
+        from trickopt.data import DATASETS, TASKS
         from trickopt.tricks.scaling import SCALINGS, canonical_scaling
 
         fraction = real(0, 1, low_open=True, high_open=True)
@@ -67,6 +72,7 @@ class DataConfig:
             "name": one_of(*DATASETS), "scaling": _spelled(canonical_scaling, SCALINGS),
             "val_fraction": fraction, "test_fraction": fraction,
             "n_samples": integer(10), "n_features": integer(2), "n_classes": integer(2),
+            "factory": optional(FACTORY), "task": optional(one_of(*TASKS)),
         })
         if self.val_fraction + self.test_fraction >= 1:
             errors.append(f"{prefix}: val_fraction + test_fraction must be < 1; got "
@@ -81,10 +87,13 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    arch: str = "mlp"  # mlp | cnn (cnn needs image-shaped data such as digits 1x8x8)
+    arch: str = "mlp"  # mlp | cnn (images such as digits 1x8x8) | cnn1d (sequences)
     depth: int = 2  # hidden layers (mlp)
     width: int = 128  # units per hidden layer (mlp)
-    channels: list[int] = field(default_factory=lambda: [16, 32])  # conv stages (cnn)
+    channels: list[int] = field(default_factory=lambda: [16, 32])  # conv stages (cnn, cnn1d)
+    # A model factory of your own, "module:function" (see trickopt.models); it replaces arch.
+    factory: str | None = None
+    params: dict = field(default_factory=dict)  # the factory's own knobs (searched or fixed)
     activation: str = "relu"
     dropout: float = 0.0
     dropout_kind: str = "auto"  # auto: alpha dropout for selu, standard otherwise
@@ -108,6 +117,10 @@ class ModelConfig:
             "dropout_kind": one_of("auto", *DROPOUT_KINDS),
             "norm": _spelled(normalize_norm_kind, NORM_KINDS),
             "norm_position": one_of(*NORM_POSITIONS),
+            "factory": optional(FACTORY),
+            "params": Constraint("a mapping of the model's own knob names to values",
+                                 lambda v: all(isinstance(k, str) and k.isidentifier()
+                                               for k in v)),
         })
 
 
@@ -199,6 +212,10 @@ def _spelled(parse: Callable[[str], str], allowed: tuple) -> Constraint:
         return True
     return Constraint(f"one of {allowed!r}", test)
 
+
+# "module:function" or "package.module:Class.method"; imported (and checked) by the study.
+FACTORY = Constraint('"module:function", e.g. "my_models:build"', lambda v: isinstance(v, str)
+                     and re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*", v) is not None)
 
 _DEVICE = Constraint("auto, cpu, cuda, cuda:N or mps",
                      lambda v: re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", v) is not None)

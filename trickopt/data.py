@@ -1,15 +1,19 @@
 """Data sets as in-memory tensors, split stratified and seeded into train / val / test.
 
 Everything here fits in memory, so the trainer moves it to the device once and batches by
-index (no DataLoader). Named sets: `digits` (default, 1x8x8 images), `breast_cancer`, `wine`
-(all shipped with scikit-learn, no download), `synthetic` (make_classification, for scale), a
-user `file` (CSV or .npz), and `mnist`, `fashion_mnist`, `cifar10` through torchvision (the
-`vision` extra; downloaded to `root`).
+index (no DataLoader). Named sets: `digits` (1x8x8 images), `breast_cancer`, `wine` (all
+shipped with scikit-learn, no download), `mnist1d` (sequences of length 40, generated offline
+by the `mnist1d` package; its own test split kept), `synthetic` (make_classification, for
+scale), a user `file` (CSV or .npz), and `mnist`, `fashion_mnist`, `cifar10` through
+torchvision (the `vision` extra; downloaded to `root`). `splits_from_arrays` gives your own
+arrays the same splits.
 """
 
 from __future__ import annotations
 
 import csv
+import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,15 +21,20 @@ import numpy as np
 import torch
 from sklearn.model_selection import train_test_split
 
+from trickopt.factories import resolve_factory
 from trickopt.tricks.scaling import scale_splits
 
-DATASETS = ("digits", "breast_cancer", "wine", "synthetic", "file",
+DATASETS = ("digits", "mnist1d", "breast_cancer", "wine", "synthetic", "file",
             "mnist", "fashion_mnist", "cifar10")
+
+
+TASKS = ("classification", "regression")
 
 
 @dataclass(frozen=True)
 class Splits:
-    """Train / val / test tensors on the CPU (float32 inputs, int64 labels)."""
+    """Train / val / test tensors on the CPU: float32 inputs; int64 class labels for
+    classification, float32 targets of shape (rows, n_outputs) for regression."""
 
     x_train: torch.Tensor
     y_train: torch.Tensor
@@ -33,8 +42,9 @@ class Splits:
     y_val: torch.Tensor
     x_test: torch.Tensor
     y_test: torch.Tensor
-    n_classes: int
+    n_classes: int  # classes, or the number of regression outputs: the model's output width
     input_shape: tuple[int, ...]  # one sample's shape: (64,) flat or (1, 8, 8) image
+    task: str = "classification"
 
     @property
     def is_image(self) -> bool:
@@ -58,25 +68,140 @@ def load_data(config) -> Splits:
         >>> splits.input_shape, splits.n_classes
         ((1, 8, 8), 10)
     """
+    if config.factory is not None:
+        return _from_factory(config)
+    if config.name == "mnist1d":
+        (x, y), test = _load_mnist1d(Path(config.root).expanduser())
+        return splits_from_arrays(x, y, config, test=test, shape=(1, x.shape[1]))
     x, y, shape = _load_arrays(config)
     if config.name == "file":
         _check_arrays(Path(config.path), x, y, config)
-    y = _encode_labels(y)
+    return splits_from_arrays(x, y, config, shape=shape)
+
+
+def splits_from_arrays(x, y, config, *, task: str = "classification", test=None,
+                       shape: tuple[int, ...] | None = None) -> Splits:
+    """trickopt's splits of numpy arrays, as the built-in data sets get them.
+
+    Seeded by `config.split_seed` (a `DataConfig`), stratified by class for classification,
+    into `config.val_fraction` and `config.test_fraction` of the rows; the scaling
+    (`config.scaling`) is fitted on the training split only. With `test=(x_test, y_test)` that
+    test split is kept as it is (a data set's canonical test split) and val is carved from
+    (x, y). `shape` is one sample's shape (default: `x.shape[1:]`).
+
+    Example:
+        >>> import numpy as np
+        >>> from trickopt.config import DataConfig
+        >>> rng = np.random.default_rng(0)
+        >>> s = splits_from_arrays(rng.normal(size=(100, 3)), rng.normal(size=100),
+        ...                        DataConfig(), task="regression")
+        >>> len(s.y_train), len(s.y_val), len(s.y_test), s.n_classes
+        (60, 20, 20, 1)
+    """
+    if task not in TASKS:
+        raise DataError(f"task: must be one of {TASKS}; got {task!r}")
+    x, y = np.asarray(x), np.asarray(y)
+    shape = tuple(shape) if shape is not None else tuple(x.shape[1:])
+    classify = task == "classification"
     seed = config.split_seed
-    x_rest, x_test, y_rest, y_test = train_test_split(
-        x, y, test_size=config.test_fraction, stratify=y, random_state=seed)
-    val_share = config.val_fraction / (1.0 - config.test_fraction)
+    if classify:  # the same codes for every split, whatever classes each one holds
+        labels = np.concatenate([y, np.asarray(test[1])]) if test is not None else y
+        classes = np.unique(labels)
+        encode = lambda v: np.searchsorted(classes, np.asarray(v)).astype(np.int64)  # noqa: E731
+    else:
+        encode = lambda v: np.asarray(v, dtype=np.float32).reshape(len(v), -1)  # noqa: E731
+    if test is None:
+        x_rest, x_test, y_rest, y_test = train_test_split(
+            x, y, test_size=config.test_fraction, stratify=y if classify else None,
+            random_state=seed)
+        val_share = config.val_fraction / (1.0 - config.test_fraction)
+    else:
+        (x_rest, y_rest), (x_test, y_test) = (x, y), (np.asarray(test[0]), np.asarray(test[1]))
+        val_share = config.val_fraction
     x_train, x_val, y_train, y_val = train_test_split(
-        x_rest, y_rest, test_size=val_share, stratify=y_rest, random_state=seed)
+        x_rest, y_rest, test_size=val_share, stratify=y_rest if classify else None,
+        random_state=seed)
     flat = [a.reshape(len(a), -1) for a in (x_train, x_val, x_test)]
     x_train, x_val, x_test = scale_splits(config.scaling, *flat)
 
     def tensor(a: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).reshape(-1, *shape)
 
-    return Splits(tensor(x_train), torch.from_numpy(y_train), tensor(x_val),
-                  torch.from_numpy(y_val), tensor(x_test), torch.from_numpy(y_test),
-                  n_classes=int(y.max()) + 1, input_shape=shape)
+    ys = [torch.from_numpy(encode(v)) for v in (y_train, y_val, y_test)]
+    width = len(classes) if classify else ys[0].shape[1]
+    return Splits(tensor(x_train), ys[0], tensor(x_val), ys[1], tensor(x_test), ys[2],
+                  n_classes=int(width), input_shape=shape, task=task)
+
+
+def _from_factory(config) -> Splits:
+    """Call the user's data factory with the data section and check what it returns."""
+    load = resolve_factory(config.factory, "data.factory")
+    where = f"data.factory {config.factory}"
+    try:
+        result = load(config)
+    except Exception as exc:  # noqa: BLE001 - the user's code: its error, in one line
+        raise DataError(f"{where} raised {type(exc).__name__}: {exc}") from None
+    if isinstance(result, tuple) and len(result) == 2:
+        x, y = (np.asarray(a.cpu() if isinstance(a, torch.Tensor) else a) for a in result)
+        task = config.task or ("classification" if y.dtype.kind in "biuUSO" else "regression")
+        if x.dtype.kind not in "biuf" or len(x) != len(y) or len(x) < 10:
+            raise DataError(f"{where}: returned x of {x.dtype} {x.shape} and y of {y.shape}; "
+                            "expected numeric x and y with the same number of rows (>= 10)")
+        return splits_from_arrays(x, y, config, task=task)
+    if not isinstance(result, Splits):
+        raise DataError(f"{where}: returned {type(result).__name__}; expected "
+                        "trickopt.data.Splits (build it with trickopt.data.splits_from_arrays) "
+                        "or a tuple (x, y) of arrays")
+    for name in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test"):
+        value = getattr(result, name)
+        if not isinstance(value, torch.Tensor) or len(value) == 0:
+            what = "empty" if isinstance(value, torch.Tensor) else type(value).__name__
+            raise DataError(f"{where}: Splits.{name} is {what}; every split needs a tensor "
+                            "with at least one row")
+    if config.task is not None and result.task != config.task:
+        raise DataError(f"data.task: is {config.task!r}, but {where} returned {result.task!r} "
+                        "splits")
+    return result
+
+
+def _load_mnist1d(root: Path) -> tuple[tuple[np.ndarray, np.ndarray],
+                                        tuple[np.ndarray, np.ndarray]]:
+    """MNIST-1D (Greydanus 2020) generated offline by the `mnist1d` package with its default
+    arguments: 4,000 train and 1,000 test sequences of length 40, 10 classes. Generating it
+    takes seconds (and importing scipy): it is kept in `root` after the first time."""
+    from importlib.metadata import version
+
+    cache = root / f"mnist1d-{version('mnist1d')}.npz"
+    try:
+        with np.load(cache, allow_pickle=False) as saved:
+            return (saved["x"], saved["y"]), (saved["x_test"], saved["y_test"])
+    except (OSError, ValueError, KeyError, EOFError):
+        pass  # not made yet, or unreadable: make it again
+    data = _make_mnist1d()
+    arrays = {key: data[key] for key in ("x", "y", "x_test", "y_test")}
+    try:  # written whole or not at all: a half-written cache would be read next time
+        root.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=root, suffix=".npz", delete=False) as handle:
+            np.savez(handle, **arrays)
+        os.replace(handle.name, cache)
+    except OSError:
+        pass  # a read-only home: generate it each time
+    return (arrays["x"], arrays["y"]), (arrays["x_test"], arrays["y_test"])
+
+
+def _make_mnist1d() -> dict:
+    import random
+
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    # make_dataset seeds numpy's and Python's global generators (with its own fixed seed, 42,
+    # so the data set is always the same); nobody else's random state should change with it.
+    numpy_state, python_state = np.random.get_state(), random.getstate()
+    try:
+        return make_dataset(get_dataset_args())
+    finally:
+        np.random.set_state(numpy_state)
+        random.setstate(python_state)
 
 
 def _check_arrays(path: Path, x: np.ndarray, y: np.ndarray, config) -> None:
@@ -100,11 +225,6 @@ def _check_arrays(path: Path, x: np.ndarray, y: np.ndarray, config) -> None:
         raise DataError(f"{path}: too few rows to split: {len(y)} rows, class {rare!r} has "
                         f"{smallest}; every class needs at least 3 rows, and val and test at "
                         "least one row per class")
-
-
-def _encode_labels(y: np.ndarray) -> np.ndarray:
-    _, codes = np.unique(y, return_inverse=True)
-    return codes.astype(np.int64).reshape(-1)
 
 
 def _load_arrays(config) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:

@@ -18,6 +18,7 @@ The command line is `python -m trickopt.train_cli --help` (`trickopt-train` once
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,8 +32,19 @@ from trickopt.tricks.optim import create_optimizer
 from trickopt.tricks.regularization import Regularization, split_parameters, weight_sparsity
 from trickopt.tricks.schedules import create_scheduler
 
-EPOCH_METRICS = ("train_loss", "val_loss", "val_accuracy", "lr", "weight_sparsity",
-                 "epoch_seconds")
+
+def score_name(task: str) -> str:
+    """The task's score beside its loss: accuracy (classification) or rmse (regression)."""
+    return "accuracy" if task == "classification" else "rmse"
+
+
+def epoch_metrics(task: str = "classification") -> tuple[str, ...]:
+    """The metrics `fit` reports each epoch for a task."""
+    return ("train_loss", "val_loss", f"val_{score_name(task)}", "lr", "weight_sparsity",
+            "epoch_seconds")
+
+
+EPOCH_METRICS = epoch_metrics("classification")
 _EVAL_CHUNK = 8192  # rows per forward pass when scoring: bounds memory on large sets
 
 EpochCallback = Callable[[int, dict], bool]
@@ -63,7 +75,7 @@ class History:
 class RefitResult:
     history: History
     test_loss: float | None  # None when the test split was trained on (train_val_test)
-    test_accuracy: float | None
+    test_score: float | None  # accuracy or rmse (`score_name(task)`), None as test_loss
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -81,12 +93,14 @@ def fit(model: nn.Module, data, config, *, on_epoch_end: EpochCallback | None = 
     """Train `model` on `data` (a `trickopt.data.Splits`) with the tricks in `config`.
 
     Args:
-        model: any classifier producing logits; moved to the configured device.
-        data: train/val splits (CPU tensors); the test split is not touched.
+        model: a classifier producing logits, or a regressor producing (rows, n_outputs);
+            moved to the configured device.
+        data: train/val splits (CPU tensors) and their `task`; the test split is not touched.
         config: a `TrainConfig`.
         on_epoch_end: called after every epoch with (epoch, metrics), where metrics holds
-            EPOCH_METRICS plus `best_epoch` so far; returning True stops the run with reason
-            `StopReason.PRUNED` (ignored on the epoch where the stopper itself ends the run).
+            `epoch_metrics(data.task)` plus `best_epoch` so far; returning True stops the run
+            with reason `StopReason.PRUNED` (ignored on the epoch where the stopper itself
+            ends the run).
 
     Example:
         >>> from trickopt.config import RunConfig
@@ -99,8 +113,10 @@ def fit(model: nn.Module, data, config, *, on_epoch_end: EpochCallback | None = 
         >>> history.epochs_trained
         2
     """
-    run = _Run(model, data.x_train, data.y_train, config, epochs=config.max_epochs)
+    task = data.task
+    run = _Run(model, data.x_train, data.y_train, config, epochs=config.max_epochs, task=task)
     x_val, y_val = data.x_val.to(run.device), data.y_val.to(run.device)
+    score = f"val_{score_name(task)}"
     stopper = create_stopper(config.stopper, **config.stopper_params)
     history = History()
     best_state = None
@@ -108,12 +124,13 @@ def fit(model: nn.Module, data, config, *, on_epoch_end: EpochCallback | None = 
         started = time.perf_counter()
         lr = run.optimizer.param_groups[0]["lr"]
         train_loss = run.train_epoch()
-        val_loss, val_correct = evaluate_sums(model, x_val, y_val)
+        val_loss, val_correct = evaluate_sums(model, x_val, y_val, task)
         # The one host sync of the epoch: every number the epoch reports, read together.
         train_loss, val_loss, val_correct, zeros = torch.stack(
             [train_loss, val_loss, val_correct, run.zero_weights()]).tolist()
         metrics = {"epoch": epoch, "train_loss": train_loss / run.n_train,
-                   "val_loss": val_loss / len(y_val), "val_accuracy": val_correct / len(y_val),
+                   "val_loss": val_loss / len(y_val),
+                   score: _score(task, val_correct, val_loss, len(y_val)),
                    "lr": lr, "weight_sparsity": zeros / run.n_weights,
                    "epoch_seconds": time.perf_counter() - started}
         history.epochs.append(metrics)
@@ -150,7 +167,7 @@ def refit(model: nn.Module, data, config, *, epochs: int,
     x, y = data.train_val()
     if include_test:
         x, y = torch.cat([x, data.x_test]), torch.cat([y, data.y_test])
-    run = _Run(model, x, y, config, epochs=epochs)
+    run = _Run(model, x, y, config, epochs=epochs, task=data.task)
     history = History(best_epoch=epochs, stop_reason=StopReason.MAX_EPOCHS)
     for epoch in range(1, epochs + 1):
         started = time.perf_counter()
@@ -164,44 +181,58 @@ def refit(model: nn.Module, data, config, *, epochs: int,
     model.eval()  # a finished model predicts: dropout off, running statistics on
     if include_test:
         return RefitResult(history, None, None)
-    test_loss, test_accuracy = evaluate(model, data.x_test, data.y_test)
-    return RefitResult(history, test_loss, test_accuracy)
+    test_loss, test_score = evaluate(model, data.x_test, data.y_test, data.task)
+    return RefitResult(history, test_loss, test_score)
+
+
+def task_loss(task: str, output: torch.Tensor, y: torch.Tensor,
+              reduction: str = "mean") -> torch.Tensor:
+    """Cross-entropy on logits (classification); for regression, the squared error averaged
+    over the outputs (MSE), summed or averaged over the rows."""
+    if task == "classification":
+        return F.cross_entropy(output, y, reduction=reduction)
+    per_row = (output.reshape(y.shape) - y).pow(2).mean(dim=1)
+    return per_row.sum() if reduction == "sum" else per_row.mean()
+
+
+def _score(task: str, correct: float, loss_sum: float, rows: int) -> float:
+    return correct / rows if task == "classification" else math.sqrt(loss_sum / rows)
 
 
 @torch.no_grad()
-def evaluate_sums(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor,
-                                                                                 torch.Tensor]:
-    """Summed cross-entropy and count of correct predictions, as device tensors (no sync)."""
+def evaluate_sums(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                  task: str = "classification") -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed loss (`task_loss`) and count of correct predictions (0 for regression), as
+    device tensors (no sync)."""
     model.eval()
     device = next(model.parameters()).device
-    if len(y) <= _EVAL_CHUNK:  # the usual case: one pass, no accumulators
-        logits = model(x.to(device, non_blocking=True)).float()
-        y = y.to(device, non_blocking=True)
-        return (F.cross_entropy(logits, y, reduction="sum"),
-                (logits.argmax(dim=1) == y).sum().float())
     loss = torch.zeros((), device=device)
     correct = torch.zeros((), device=device)
+    # One pass in the usual case; chunks bound the memory of large sets.
     for start in range(0, len(y), _EVAL_CHUNK):
         xb = x[start:start + _EVAL_CHUNK].to(device, non_blocking=True)
         yb = y[start:start + _EVAL_CHUNK].to(device, non_blocking=True)
-        logits = model(xb).float()
-        loss += F.cross_entropy(logits, yb, reduction="sum")
-        correct += (logits.argmax(dim=1) == yb).sum()
+        output = model(xb).float()
+        loss += task_loss(task, output, yb, reduction="sum")
+        if task == "classification":
+            correct += (output.argmax(dim=1) == yb).sum()
     return loss, correct
 
 
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy of `model` on (x, y)."""
-    loss, correct = evaluate_sums(model, x, y)
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+             task: str = "classification") -> tuple[float, float]:
+    """Mean loss of `model` on (x, y) and its score: accuracy, or rmse for regression."""
+    loss, correct = evaluate_sums(model, x, y, task)
     loss, correct = torch.stack([loss, correct]).tolist()
-    return loss / len(y), correct / len(y)
+    return loss / len(y), _score(task, correct, loss, len(y))
 
 
 class _Run:
     """The per-run training state shared by `fit` and `refit`: device, optimizer, schedule."""
 
     def __init__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, config, *,
-                 epochs: int):
+                 epochs: int, task: str = "classification"):
+        self.task = task
         if config.threads:
             torch.set_num_threads(config.threads)
         torch.manual_seed(config.seed)  # dropout masks and anything else drawn from torch
@@ -246,8 +277,8 @@ class _Run:
             end = self.n_train if step == self.steps - 1 else (step + 1) * self.batch_size
             index = order[step * self.batch_size:end]
             with self.autocast():
-                logits = model(self.x[index])
-                loss = F.cross_entropy(logits.float(), self.y[index])
+                output = model(self.x[index])
+                loss = task_loss(self.task, output.float(), self.y[index])
             total.add_(loss.detach(), alpha=len(index))
             penalty = regularization.penalty(model)
             if penalty is not None:

@@ -9,7 +9,7 @@ from trickopt.config import ConfigError, load_run_config
 from trickopt.data import DataError, load_data
 from trickopt.models import seeded_model
 from trickopt.sanity import run_sanity_checks
-from trickopt.train import EPOCH_METRICS, evaluate, fit
+from trickopt.train import epoch_metrics, evaluate, fit, score_name
 
 EXAMPLES = """examples:
   python -m trickopt.train_cli                              # digits MLP, defaults
@@ -46,20 +46,20 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.sanity:
         return _sanity(config, data)
-    print(f"{'epoch':>5} " + " ".join(f"{name:>15}" for name in EPOCH_METRICS), flush=True)
+    columns, score = epoch_metrics(data.task), score_name(data.task)
+    print(f"{'epoch':>5} " + " ".join(f"{name:>15}" for name in columns), flush=True)
 
     def show(epoch: int, metrics: dict) -> bool:
-        print(f"{epoch:>5} " + " ".join(f"{metrics[k]:>15.5g}" for k in EPOCH_METRICS),
-              flush=True)
+        print(f"{epoch:>5} " + " ".join(f"{metrics[k]:>15.5g}" for k in columns), flush=True)
         return False
 
     history = fit(model, data, config.train, on_epoch_end=show)
     best = history.best
     print(f"stopped: {history.stop_reason} after {history.epochs_trained} epochs; "
           f"best epoch {history.best_epoch} (val_loss {best.get('val_loss', float('nan')):.4f}, "
-          f"val_accuracy {best.get('val_accuracy', float('nan')):.4f})")
-    test_loss, test_accuracy = evaluate(model, data.x_test, data.y_test)
-    print(f"test: loss {test_loss:.4f}, accuracy {test_accuracy:.4f} (best epoch's weights)")
+          f"val_{score} {best.get(f'val_{score}', float('nan')):.4f})")
+    test_loss, test_score = evaluate(model, data.x_test, data.y_test, data.task)
+    print(f"test: loss {test_loss:.4f}, {score} {test_score:.4f} (best epoch's weights)")
     return 0
 
 

@@ -7,6 +7,7 @@ import sys
 
 from trickopt.config import ConfigError
 from trickopt.data import DataError
+from trickopt.factories import FactoryError
 from trickopt.study import signals
 from trickopt.study.config import load_study_config
 from trickopt.study.report import format_summary
@@ -15,7 +16,7 @@ from trickopt.study.storage import StorageError
 from trickopt.urls import mask_passwords_in_text, remember_secrets
 
 EXAMPLES = """examples:
-  python -m trickopt.study                          # the built-in default: digits CNN, all tricks
+  python -m trickopt.study                          # the built-in default: MNIST-1D CNN, all tricks
   python -m trickopt.study --list                   # the knobs a study can search, the data sets
   python -m trickopt.study studies/quickstart.yaml  # the same, from its file
   python -m trickopt.study --n-trials 100 --set study.pruner=hyperband
@@ -111,7 +112,7 @@ def _main(argv: list[str] | None) -> int:
     signals.handle_sigterm()
     try:
         result = run_study(config, progress=not args.no_progress)
-    except (DataError, TrackingError, StorageError, StudyMismatchError) as exc:
+    except (DataError, FactoryError, TrackingError, StorageError, StudyMismatchError) as exc:
         print(f"error: {mask_passwords_in_text(str(exc))}", file=sys.stderr)
         return 2
     except OSError as exc:  # a fault, not a mistake: the disk filled up, a mount went away

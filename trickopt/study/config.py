@@ -1,7 +1,7 @@
 """A study file: the run sections (data, model, train) plus search, study, tracking and refit.
 
 The dataclass defaults *are* the default study (`python -m trickopt.study` with no file): a
-CNN on digits searched over all tricks. A study file sets only what it changes, may start from
+1-D CNN on MNIST-1D searched over all tricks. A study file sets only what it changes, may start from
 presets with `extends: [path, ...]` (relative to the file; later files and the file itself win),
 and is validated as a whole before anything is created: every problem is reported at once.
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import os
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,23 @@ from trickopt.config import (
     parse_section,
     read_yaml,
 )
-from trickopt.study.space import ALL_TRICKS, parse_search
+from trickopt.factories import (
+    FactoryError,
+    add_search_dir,
+    check_keywords,
+    import_name,
+    resolve_factory,
+)
+from trickopt.models import model_factory, model_params
+from trickopt.study.space import (
+    ALL_TRICKS,
+    BUILT_IN_SHAPE,
+    PARAMS,
+    Choice,
+    Range,
+    parse_model_params,
+    parse_search,
+)
 from trickopt.tricks.constraints import (
     BOOL,
     Constraint,
@@ -67,14 +84,15 @@ PRUNER_PARAMS: dict[str, dict[str, Constraint]] = {
 }
 SAMPLERS = tuple(SAMPLER_PARAMS)
 PRUNERS = tuple(PRUNER_PARAMS)
-METRICS = {"val_loss": "minimize", "val_accuracy": "maximize"}
+METRICS = {"val_loss": "minimize", "val_accuracy": "maximize",  # classification
+           "val_rmse": "minimize"}  # regression
 # Our defaults where Optuna's do not fit epoch-level reports. Median and percentile wait for 5
 # finished trials and 3 epochs: earlier, the median is noise. Percentile needs its percentile.
 PRUNER_DEFAULTS = {"median": {"n_startup_trials": 5, "n_warmup_steps": 3},
                    "percentile": {"percentile": 25.0, "n_startup_trials": 5,
                                   "n_warmup_steps": 3}}
 REFITS = ("none", "train_val", "train_val_test")
-DEFAULT_STUDY_NAME = "trickopt-digits-cnn"
+DEFAULT_STUDY_NAME = "trickopt-mnist1d-cnn"
 
 
 # A study name becomes an MLflow experiment name and a quoted value in MLflow's search
@@ -88,9 +106,9 @@ NAME = Constraint("a name of 1 to 200 characters without quotes, backticks or co
 @dataclass
 class StudySection:
     name: str = DEFAULT_STUDY_NAME
-    n_trials: int = 40  # trials per run of the command; a rerun adds as many again
+    n_trials: int = 16  # trials per run of the command; a rerun adds as many again
     timeout: float | None = None  # seconds for this run of the command; None: no limit
-    metric: str = "val_loss"  # val_loss (minimize) or val_accuracy (maximize)
+    metric: str = "val_loss"  # val_loss; val_accuracy (classification) or val_rmse
     direction: str | None = None  # derived from the metric; if given it must agree
     sampler: str = "tpe"
     sampler_params: dict = field(default_factory=dict)
@@ -169,9 +187,10 @@ def _is_int(value: Any) -> bool:
 
 @dataclass
 class StudyConfig:
-    data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=lambda: ModelConfig(arch="cnn"))
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(max_epochs=30))
+    data: DataConfig = field(default_factory=lambda: DataConfig(name="mnist1d"))
+    model: ModelConfig = field(default_factory=lambda: ModelConfig(arch="cnn1d",
+                                                                   channels=[32, 32, 32]))
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(max_epochs=20))
     search: dict[str, Any] = field(default_factory=lambda: _default_search())
     study: StudySection = field(default_factory=StudySection)
     tracking: TrackingSection = field(default_factory=TrackingSection)
@@ -229,8 +248,13 @@ def _pruner(pruners, name: str, params: dict, max_epochs: int):
     return factory(**params)
 
 
+# The default study (no study file) fixes the batch size: on a 2-core CPU a batch of 32 takes
+# about 3x the time per epoch of 128, and the default study must run in about a minute.
+DEFAULT_STUDY_SEARCH = {**ALL_TRICKS, "batch_size": 128}
+
+
 def _default_search() -> dict[str, Any]:
-    return parse_search(ALL_TRICKS, "", [])
+    return parse_search(DEFAULT_STUDY_SEARCH, "", [])
 
 
 def read_study_file(path: str | Path | None = None, overrides: list[str] = ()) -> dict:
@@ -239,11 +263,16 @@ def read_study_file(path: str | Path | None = None, overrides: list[str] = ()) -
     return apply_overrides(copy.deepcopy(raw), list(overrides))
 
 
-def load_study_config(path: str | Path | None = None, overrides: list[str] = ()) -> StudyConfig:
-    """Read, merge presets, override and validate; raises ConfigError listing every problem."""
-    config = parse_study_config(read_study_file(path, overrides))
-    config.source = str(path) if path is not None else None
-    return config
+def load_study_config(path: str | Path | None = None, overrides: list[str] = (), *,
+                      model: Callable | None = None,
+                      data: Callable | None = None) -> StudyConfig:
+    """Read, merge presets, override and validate; raises ConfigError listing every problem.
+
+    `model` and `data` are factories given from Python (in place of the file's
+    `model.factory` and `data.factory`): see `parse_study_config`."""
+    return parse_study_config(read_study_file(path, overrides),
+                              source=str(path) if path is not None else None,
+                              model=model, data=data)
 
 
 def _read_with_presets(path: Path, seen: tuple = ()) -> dict:
@@ -281,7 +310,14 @@ def _is_distribution(value: dict) -> bool:
     return "choices" in value or "low" in value
 
 
-def parse_study_config(raw: dict) -> StudyConfig:
+def parse_study_config(raw: dict, *, source: str | None = None, model: Callable | None = None,
+                       data: Callable | None = None) -> StudyConfig:
+    """Validate a merged study mapping. `source` is the study file: its folder is where a
+    `model.factory` or `data.factory` module is looked for first.
+
+    `model` and `data` are factory functions given from Python; they replace the sections'
+    `factory`. Spawned workers (`study.workers` > 1) import them by name, so there they must
+    be importable (defined at the top level of a module, not in `__main__`)."""
     errors: list[str] = []
     for key in raw:
         if key not in SECTIONS:
@@ -289,28 +325,112 @@ def parse_study_config(raw: dict) -> StudyConfig:
     defaults = StudyConfig()
     run = {}
     for name, cls in RUN_SECTIONS.items():
-        # Sections start from the study's defaults (a CNN, 30 epochs), not the run's.
+        # Sections start from the study's defaults (MNIST-1D, a 1-D CNN, 20 epochs), not the
+        # run's.
         base = vars(copy.deepcopy(getattr(defaults, name)))
         section = raw.get(name, {})
         merged = {**base, **section} if isinstance(section, dict) else section
         run[name] = parse_section(cls, merged, name, errors)
     # Search entries override the default (all tricks) knob by knob, like every section:
     # `search: {norm: batch}` fixes one trick and leaves the others searched.
+    for section, function in (("model", model), ("data", data)):
+        if function is not None:
+            run[section].factory = _given_factory(function, section, raw, errors)
     raw_search = raw.get("search", {})
-    search = parse_search({**ALL_TRICKS, **raw_search} if isinstance(raw_search, dict)
+    # A study file starts from all tricks; no file at all is the default study.
+    base_search = ALL_TRICKS if source is not None else DEFAULT_STUDY_SEARCH
+    search = parse_search({**base_search, **raw_search} if isinstance(raw_search, dict)
                           else raw_search, "search", errors)
     study = parse_section(StudySection, raw.get("study"), "study", errors)
     tracking = parse_section(TrackingSection, raw.get("tracking"), "tracking", errors)
     refit = raw.get("refit", "train_val")
     errors += check("refit", refit, one_of(*REFITS))
     _check_search_against_run(search, run, errors)
+    if not errors:
+        add_search_dir(Path(source).parent if source is not None else Path.cwd())
+        search.update(_model_knobs(run["model"], search, errors))
+        _check_data_factory(run["data"], errors)
     if errors:
         raise ConfigError(errors)
     return StudyConfig(**run, search=search, study=study, tracking=tracking, refit=refit,
-                       raw=raw)
+                       source=source, raw=raw)
+
+
+def _check_data_factory(data: DataConfig, errors: list[str]) -> None:
+    if data.factory is None:
+        return
+    try:
+        load = resolve_factory(data.factory, "data.factory")
+        check_keywords(load, 1, {}, "data", f"data.factory {data.factory}")
+    except FactoryError as exc:
+        errors.append(str(exc))
+
+
+def _given_factory(function: Callable, section: str, raw: dict, errors: list[str]):
+    """A factory passed from Python: its import name where it has one (what workers, the
+    resume check and MLflow see), else the function itself, for this process alone."""
+    name = import_name(function)
+    workers = raw.get("study", {}).get("workers", 1) if isinstance(raw.get("study"), dict) else 1
+    if name is None and workers != 1:
+        errors.append(f"{section}.factory: {getattr(function, '__qualname__', function)!r} "
+                      f"cannot be imported by name, and study.workers={workers} spawned "
+                      "processes must import it: define it at the top level of a module that "
+                      "is not __main__ (or use one worker)")
+    elif name is None and not callable(function):
+        errors.append(must_be(f"{section}.factory:", "a function", function))
+    return name or function
 
 
 def _check_search_against_run(search: dict, run: dict, errors: list[str]) -> None:
-    if run["model"].arch == "cnn" and ("width" in search or "depth" in search):
-        errors.append("search: width and depth shape the mlp; model.arch is cnn "
+    _fit_warmup_to_budget(search, run["train"].max_epochs, errors)
+    model = run["model"]
+    if model.factory is not None:
+        errors += [f"search.{name}: sets the built-in models' {name}; with model.factory, "
+                   f"declare {name} under model.params" for name in BUILT_IN_SHAPE
+                   if name in search]
+    elif model.arch != "mlp" and ("width" in search or "depth" in search):
+        errors.append(f"search: width and depth shape the mlp; model.arch is {model.arch} "
                       "(use model.channels, or set model.arch: mlp)")
+
+
+def _fit_warmup_to_budget(search: dict, max_epochs: int, errors: list[str]) -> None:
+    """A warm-up must leave cosine at least one epoch. A range that reaches past a short
+    budget (the default 0.5 to 5 epochs with max_epochs 4, say) is cut to the part that can
+    work, at most half the budget; a value that cannot work is an error."""
+    warmup = search.get("warmup_epochs")
+    if isinstance(warmup, Range) and warmup.low < max_epochs <= warmup.high and \
+            warmup.step is None:
+        high = max(max_epochs / 2, (warmup.low + max_epochs) / 2)
+        search["warmup_epochs"] = Range(warmup.low, high, warmup.log)
+        return
+    lowest = warmup.low if isinstance(warmup, Range) else \
+        max(warmup.choices) if isinstance(warmup, Choice) else warmup
+    if lowest is not None and lowest >= max_epochs:
+        errors.append(must_be("search.warmup_epochs:", f"< train.max_epochs ({max_epochs}): a "
+                              "warm-up must leave cosine at least one epoch", lowest))
+
+
+def _model_knobs(model: ModelConfig, search: dict, errors: list[str]) -> dict:
+    """The model's own searched knobs (`model.params` distributions), after checking that the
+    factory imports and takes every knob; `model.params` keeps the fixed ones."""
+    fixed, searched = parse_model_params(model.params, "model.params", errors)
+    for name in list(fixed) + list(searched):
+        if name in search or (name in PARAMS and name not in BUILT_IN_SHAPE):
+            errors.append(f"model.params.{name}: is trickopt's own knob (search.{name}); the "
+                          "model takes it from `tricks`, the study searches it")
+        elif model.factory is None and name in BUILT_IN_SHAPE:
+            errors.append(f"model.params.{name}: the built-in {model.arch} takes {name} as "
+                          f"model.{name} (searched as search.{name})")
+    if errors:
+        return {}
+    model.params = fixed
+    try:
+        factory = model_factory(model)
+        # Searched knobs take their first value here: only their names are checked.
+        sample = {name: spec.choices[0] if isinstance(spec, Choice) else spec.low
+                  for name, spec in searched.items()}
+        what = f"model.factory {model.factory}" if model.factory else f"the built-in {model.arch}"
+        check_keywords(factory, 3, {**model_params(model), **sample}, "model", what)
+    except FactoryError as exc:
+        errors.append(str(exc))
+    return searched

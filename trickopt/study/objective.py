@@ -20,7 +20,7 @@ from trickopt.models import seeded_model
 from trickopt.study import space
 from trickopt.study.recovery import WORKER_ATTR, worker_identity
 from trickopt.tracking.events import TRIAL_TAG
-from trickopt.train import EPOCH_METRICS, fit
+from trickopt.train import epoch_metrics, fit
 from trickopt.tricks.early_stopping import StopReason
 
 PARAMS_ATTR = "params"  # every knob as the trial ran it, searched and fixed: the refit's source
@@ -31,7 +31,9 @@ def flatten_config(run_config) -> dict[str, Any]:
     flat = {}
     for section in ("data", "model", "train"):
         for key, value in dataclasses.asdict(getattr(run_config, section)).items():
-            if isinstance(value, dict):
+            if callable(value):  # a factory given from Python as a function
+                flat[f"{section}.{key}"] = f"{value.__module__}:{value.__qualname__}"
+            elif isinstance(value, dict):
                 flat.update({f"{section}.{key}.{k}": v for k, v in value.items()})
             else:
                 flat[f"{section}.{key}"] = value
@@ -86,11 +88,12 @@ class Objective:
     def _train(self, trial: optuna.Trial, run_config, run):
         rows: list[dict] = []
         metric = self.metric
+        logged = epoch_metrics(self.data.task)
 
         def on_epoch_end(epoch: int, metrics: dict) -> bool:
             rows.append(metrics)
             if run is not None:
-                run.log_epoch(epoch, {k: metrics[k] for k in EPOCH_METRICS})
+                run.log_epoch(epoch, {k: metrics[k] for k in logged})
             best_epoch = metrics["best_epoch"]
             value = rows[best_epoch - 1][metric] if best_epoch else math.nan
             if not math.isfinite(value):

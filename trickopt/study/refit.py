@@ -10,7 +10,7 @@ from trickopt.models import seeded_model
 from trickopt.study import space
 from trickopt.study.objective import PARAMS_ATTR, flatten_config
 from trickopt.tracking.events import TRIAL_TAG
-from trickopt.train import evaluate, fit, refit, resolve_device
+from trickopt.train import evaluate, fit, refit, resolve_device, score_name
 
 
 def best_trial_config(study: optuna.Study, config) -> tuple[dict[str, Any], Any]:
@@ -27,7 +27,9 @@ def best_trial_config(study: optuna.Study, config) -> tuple[dict[str, Any], Any]
 def score_best_and_refit(config, study: optuna.Study, data, tracker,
                          kept: dict[int, dict]) -> tuple[dict, dict | None]:
     """Score the best trial's model on test, then refit per `config.refit`. Returns
-    ({test_loss, test_accuracy} of the best trial's model, the refit's outcome or None)."""
+    ({test_loss, test_<score>} of the best trial's model, the refit's outcome or None), where
+    the score is accuracy, or rmse for regression."""
+    score = f"test_{score_name(data.task)}"
     best = study.best_trial
     params, run_config = best_trial_config(study, config)
     model = seeded_model(run_config.model, data.input_shape, data.n_classes,
@@ -39,8 +41,8 @@ def score_best_and_refit(config, study: optuna.Study, data, tracker,
         # Trained by another worker, or by an earlier run of a resumed study. Trials are
         # deterministic for a seed on the CPU, so replaying it rebuilds its model exactly.
         fit(model, data, run_config.train)
-    test_loss, test_accuracy = evaluate(model, data.x_test, data.y_test)
-    best_test = {"test_loss": test_loss, "test_accuracy": test_accuracy}
+    test_loss, test_score = evaluate(model, data.x_test, data.y_test, data.task)
+    best_test = {"test_loss": test_loss, score: test_score}
     if config.refit == "none":
         return best_test, None
     epochs = max(1, int(best.user_attrs.get("best_epoch") or run_config.train.max_epochs))
@@ -49,7 +51,7 @@ def score_best_and_refit(config, study: optuna.Study, data, tracker,
     outcome = refit(model, data, run_config.train, epochs=epochs,
                     include_test=config.refit == "train_val_test")
     result = {"mode": config.refit, "epochs": epochs, "trial": best.number,
-              "test_loss": outcome.test_loss, "test_accuracy": outcome.test_accuracy}
+              "test_loss": outcome.test_loss, "score": score, score: outcome.test_score}
     if tracker is not None:
         _log_refit(tracker, config, best.number, params, run_config, outcome, result, best_test)
     return best_test, result
@@ -66,7 +68,7 @@ def _log_refit(tracker, config, trial_number, params, run_config, outcome, resul
         run.log_epoch(row["epoch"], {k: v for k, v in row.items() if k != "epoch"})
     final = {"refit_epochs": epochs, **{f"best_trial_{k}": v for k, v in best_test.items()}}
     if outcome.test_loss is not None:
-        final.update(test_loss=outcome.test_loss, test_accuracy=outcome.test_accuracy)
+        final.update({"test_loss": outcome.test_loss, result["score"]: outcome.test_score})
     note = ("trained on train+val+test: a production model with no held-out score"
             if config.refit == "train_val_test" else "trained on train+val, scored on test")
     run.end("COMPLETE", metrics=final, tags={"trickopt.note": note})

@@ -26,7 +26,7 @@ def log_parent_summary(tracker, study: optuna.Study, config, result) -> None:
         tags["best_trial"] = study.best_trial.number
     for key, value in (result.best_trial_test or {}).items():
         metrics[f"best_trial_{key}"] = value
-    for key in ("test_loss", "test_accuracy"):
+    for key in ("test_loss", "test_accuracy", "test_rmse"):
         if result.refit and result.refit.get(key) is not None:
             metrics[f"refit_{key}"] = result.refit[key]
     files = {"study.yaml": yaml.safe_dump(_masked(config.raw)),
@@ -70,19 +70,23 @@ def format_summary(result, config) -> str:
             f"{100 * result.epochs_saved_by_stopping / result.epochs_budget:.0f}% by early "
             f"stopping, {100 * result.epochs_saved_by_pruning / result.epochs_budget:.0f}% "
             "by pruning)")
+    if result.ignored_tricks:
+        lines.append("searched but ignored by the model (no effect, whatever their "
+                     f"importance): {', '.join(result.ignored_tricks)}")
     if result.importances:
         top = sorted(result.importances.items(), key=lambda kv: -kv[1])[:5]
         lines.append("top importances: " + ", ".join(f"{k} {v:.2f}" for k, v in top))
-    if result.best_trial_test:
-        lines.append(f"test accuracy, best trial's own model: "
-                     f"{result.best_trial_test['test_accuracy']:.4f}")
+    for key, value in (result.best_trial_test or {}).items():
+        if key != "test_loss":
+            lines.append(f"{key.replace('_', ' ')}, best trial's own model: {value:.4f}")
     if result.refit:
-        if result.refit["test_accuracy"] is None:
+        score = result.refit["score"]
+        if result.refit[score] is None:
             lines.append(f"refit on train+val+test for {result.refit['epochs']} epochs: a "
                          "production model; no held-out data is left, so no test score")
         else:
-            lines.append(f"test accuracy, refit on train+val for {result.refit['epochs']} "
-                         f"epochs: {result.refit['test_accuracy']:.4f}")
+            lines.append(f"{score.replace('_', ' ')}, refit on train+val for "
+                         f"{result.refit['epochs']} epochs: {result.refit[score]:.4f}")
     lines.append(f"optuna storage: {result.storage}")
     if result.tracking_error:
         lines.append(f"MLflow tracking stopped: {result.tracking_error}")

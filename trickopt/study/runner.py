@@ -18,7 +18,8 @@ import torch
 from optuna.trial import TrialState
 
 from trickopt.data import load_data
-from trickopt.study.config import StudyConfig
+from trickopt.study.config import StudyConfig, parse_study_config
+from trickopt.study.model_check import check_model
 from trickopt.study.objective import PARAMS_ATTR
 from trickopt.study.phases import phase
 from trickopt.study.progress import Progress
@@ -59,27 +60,40 @@ class StudyResult:
     refit: dict[str, Any] | None = None
     recovered_trials: list[int] = field(default_factory=list)
     tracking_error: str | None = None  # why MLflow tracking stopped, where it did
+    ignored_tricks: list[str] = field(default_factory=list)  # searched, never placed
 
 
-def run_study(config: StudyConfig, *, progress: bool = True,
+def run_study(config: StudyConfig, *, model=None, data=None, progress: bool = True,
               out: TextIO | None = None) -> StudyResult:
     """Run (or resume) the study `config` describes and return what happened.
 
-    Raises (before anything is created): DataError, TrackingError, StorageError,
-    StudyMismatchError.
+    `model` and `data` are factories of your own (`build(tricks, input_shape, n_classes,
+    **params)`, `load(data_section)`): the study file's settings (`config.raw`, read from
+    `config.source`) are validated again with them. To combine them with changes made to
+    `config` in Python, pass them to `load_study_config` instead.
+
+    Raises (before anything is created): ConfigError, DataError, FactoryError, TrackingError,
+    StorageError, StudyMismatchError.
     """
+    if model is not None or data is not None:
+        config = parse_study_config(config.raw, source=config.source, model=model, data=data)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     remember_secrets(config.study.storage, config.tracking.uri)  # masked in all we print
     out = out if out is not None else sys.stdout  # looked up now: it may have been replaced
     with phase("load_data"):
         data = load_data(config.data)
+    ignored = check_model(config, data)
+    for name in ignored:
+        print(f"warning: search.{name} is searched, but the model never asks `tricks` for it: "
+              f"every value of {name} trains the same model (fix it in the study file, or "
+              "place tricks.norm/dropout/... in the model)", file=sys.stderr, flush=True)
     if config.tracking.enabled:
         check_tracking_uri(tracking_uri(config))
     with phase("open_study"):
         study, storage = open_study(config)
     tracker = start_tracking(config, storage, coordinator=True)
     result = StudyResult(study, describe_storage(config.study.storage),
-                         tracker.display_uri if tracker else None)
+                         tracker.display_uri if tracker else None, ignored_tricks=ignored)
     try:
         _run(config, study, storage, data, tracker, progress, out, result)
     finally:

@@ -13,6 +13,7 @@ a dynamic space without falling back to independent sampling.
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -147,6 +148,13 @@ ALL_TRICKS: dict[str, Any] = {
 }
 
 
+# The built-in models' shape: knobs of model.width/depth, meaningless for a model factory of
+# the user's own, whose knobs are its `model.params`.
+BUILT_IN_SHAPE = ("width", "depth")
+_ANY = Constraint("any value", lambda v: True)
+_NUMBER = Constraint("a finite number", real(-math.inf).test)
+
+
 def parse_search(raw: Any, prefix: str, errors: list[str]) -> dict[str, Any]:
     """Validate a `search` mapping into {name: fixed value | Range | Choice}."""
     if not isinstance(raw, dict):
@@ -163,6 +171,43 @@ def parse_search(raw: Any, prefix: str, errors: list[str]) -> dict[str, Any]:
         if parsed is not None:
             space[name] = parsed
     return space
+
+
+def parse_model_params(raw: dict, prefix: str, errors: list[str]) -> tuple[dict, dict]:
+    """Split a model's own knobs (`model.params`) into (fixed values, searched knobs).
+
+    A value that is a distribution (`{low, high}` or `{choices}`) is searched under the knob's
+    own name; an int range (both ends ints) gives ints. Any other value is passed as it is.
+    """
+    fixed, searched = {}, {}
+    for name, spec in raw.items():
+        if isinstance(spec, dict) and ("choices" in spec or "low" in spec):
+            whole = "choices" not in spec and all(
+                isinstance(spec.get(end), int) and not isinstance(spec.get(end), bool)
+                for end in ("low", "high"))
+            param = Param("choice" if "choices" in spec else "int" if whole else "float",
+                          ("model", "params", name), _ANY if "choices" in spec else _NUMBER)
+            parsed = _parse_one(param, spec, f"{prefix}.{name}", errors)
+            if parsed is not None:
+                searched[name] = parsed
+        else:
+            fixed[name] = spec
+    return fixed, searched
+
+
+def knobs(space: dict[str, Any], base) -> dict[str, Param]:
+    """Every knob a space may hold for run config `base`: trickopt's, and the model's own
+    (`model.params`), which replace the built-in models' width and depth for a factory."""
+    table = dict(PARAMS)
+    if base.model.factory is not None:
+        for name in BUILT_IN_SHAPE:
+            del table[name]
+    for name, spec in space.items():
+        if name not in table:
+            kind = "choice" if not isinstance(spec, Range) else \
+                "int" if isinstance(spec.low, int) and isinstance(spec.high, int) else "float"
+            table[name] = Param(kind, ("model", "params", name), _ANY)
+    return table
 
 
 def _parse_one(param: Param, spec: Any, field: str, errors: list[str]) -> Any:
@@ -234,7 +279,7 @@ def suggest(trial, space: dict[str, Any], base) -> dict[str, Any]:
     """
     context = _base_values(base)
     decided = {}
-    for name, param in PARAMS.items():
+    for name, param in knobs(space, base).items():
         if name not in space:
             continue
         if param.parent is not None and context.get(param.parent) not in param.parent_values:
@@ -268,8 +313,9 @@ def apply(base, params: dict[str, Any]):
         config.train.schedule_params = {}  # the base's sub-parameters belong to its schedule
     if "stopper" in params and params["stopper"] != base.train.stopper:
         config.train.stopper_params = {}
+    table = knobs(params, base)
     for name, value in params.items():
-        target = PARAMS[name].target
+        target = table[name].target
         if target == ("train", "regularizer"):
             config.train.l1 = config.train.l1 if value in ("l1", "l1_l2") else 0.0
             config.train.l2 = config.train.l2 if value in ("l2", "l1_l2") else 0.0

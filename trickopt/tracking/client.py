@@ -87,10 +87,12 @@ class StudyTracker:
             self.report = self._reports.recv()
         except (EOFError, OSError):
             self._process.join(timeout=5)
-            self.report = ev.Report(None, None, "the tracking process ended early (exit code "
-                                    f"{self._process.exitcode}); "
-                                    "a script that calls run_study needs an "
-                                    "`if __name__ == \"__main__\":` guard")
+            code = self._process.exitcode
+            why = (f"was killed (signal {-code}); a rerun of the same command completes the "
+                   "study's MLflow runs from the Optuna storage" if code is not None and code < 0
+                   else f"ended early (exit code {code}); a script that calls run_study needs "
+                   "an `if __name__ == \"__main__\":` guard")
+            self.report = ev.Report(None, None, f"the tracking process {why}")
             print(f"warning: MLflow tracking stopped: {self.report.error}", file=sys.stderr)
             self._events.cancel_join_thread()  # no reader left: never wait to flush the queue
         self._events.close()

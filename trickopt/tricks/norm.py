@@ -18,6 +18,7 @@ from trickopt.tricks.constraints import bad_arguments, integer, must_be, real, s
 NORM_KINDS: tuple[str, ...] = ("none", "batch", "layer", "group", "weight", "batch_renorm")
 NORM_POSITIONS: tuple[str, ...] = ("before_activation", "after_activation")
 NUM_FEATURES = integer(1)  # the channel count C of every norm layer
+SPATIAL_DIMS = integer(0, 3)  # 0: features (N, C); 1: sequences (N, C, L); 2: images
 # BatchRenorm's arguments (see BatchRenorm1d). r_max and d_max may be inf: no clipping at all.
 RENORM_CONSTRAINTS = {
     "num_features": NUM_FEATURES,
@@ -78,6 +79,7 @@ def create_norm(
     num_features: int,
     *,
     spatial: bool = False,
+    dims: int | None = None,
     num_groups: int | None = None,
     **kwargs,
 ) -> nn.Module:
@@ -87,14 +89,16 @@ def create_norm(
         kind: One of `NORM_KINDS` (any spelling `normalize_norm_kind` accepts); `None` = none.
         num_features: Channel count C.
         spatial: False for inputs (N, C); True for images (N, C, H, W).
+        dims: The spatial dimensions of the input, instead of `spatial`: 0 for features
+            (N, C), 1 for sequences (N, C, L), 2 for images (N, C, H, W).
         num_groups: Groups for "group" norm; default is the largest divisor of C that is
             <= 32. Ignored by the other kinds, so one config can be passed to all of them.
         **kwargs: Passed to the layer (e.g. `eps`, `momentum`).
 
     "none" and "weight" give `nn.Identity`: weight norm is not a layer but a
     reparametrisation of the Linear/Conv weight itself; apply it with `apply_weight_norm`.
-    Spatial "layer" norm is `nn.GroupNorm(1, C)`: it normalises over (C, H, W) per sample,
-    which is layer norm, but with one affine weight per channel instead of per element.
+    Spatial "layer" norm is `nn.GroupNorm(1, C)`: it normalises over (C, L) or (C, H, W) per
+    sample, which is layer norm, but with one affine weight per channel instead of per element.
 
     Example:
         >>> create_norm("group_norm", 48, spatial=True).num_groups
@@ -103,14 +107,19 @@ def create_norm(
     kind = normalize_norm_kind(kind)
     if not NUM_FEATURES(num_features):
         raise ValueError(must_be("num_features", NUM_FEATURES.text, num_features))
+    if dims is None:
+        dims = 2 if spatial else 0
+    if not SPATIAL_DIMS(dims):
+        raise ValueError(must_be("dims", SPATIAL_DIMS.text, dims))
     if kind in ("none", "weight"):
         return nn.Identity()
+    # BatchNorm1d and BatchRenorm1d take (N, C) and (N, C, L) alike.
     if kind == "batch":
-        return (nn.BatchNorm2d if spatial else nn.BatchNorm1d)(num_features, **kwargs)
+        return (nn.BatchNorm2d if dims == 2 else nn.BatchNorm1d)(num_features, **kwargs)
     if kind == "batch_renorm":
-        return (BatchRenorm2d if spatial else BatchRenorm1d)(num_features, **kwargs)
+        return (BatchRenorm2d if dims == 2 else BatchRenorm1d)(num_features, **kwargs)
     if kind == "layer":
-        if spatial:
+        if dims > 0:  # over (C, L) or (C, H, W) per sample
             return nn.GroupNorm(1, num_features, **kwargs)
         return nn.LayerNorm(num_features, **kwargs)
     # kind == "group"

@@ -1,0 +1,90 @@
+"""kill -9 of the tracking process mid-study, then a rerun: MLflow catches up with Optuna.
+
+The study goes on without MLflow (every trial is in the Optuna storage), says in one line
+that its tracking process was killed and exits with 1; the rerun closes what was left
+RUNNING and rebuilds the runs of the trials that finished while nobody wrote MLflow.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+from mlflow.tracking import MlflowClient
+from optuna.trial import TrialState
+from recovery_helpers import trial_runs, wait_for
+
+from trickopt.study.storage import DEFAULT_JOURNAL, open_storage
+
+NAME = "tracker-killed"
+ARGS = ["--study-name", NAME, "--no-progress", "--set", "model.arch=mlp",
+        "--set", "model.width=128", "--set", "data.name=synthetic",
+        "--set", "data.n_samples=3000", "--set", "train.max_epochs=12",
+        "--set", "study.pruner=none", "--set", "search.stopper=none",
+        "--set", "search.batch_size=32", "--set", "refit=none"]
+
+
+def tracking_process(study_pid: int) -> int | None:
+    """The study's tracking process: its child started by multiprocessing's spawn (the
+    resource tracker, the other child, runs `resource_tracker`)."""
+    children = Path(f"/proc/{study_pid}/task/{study_pid}/children")
+    for pid in children.read_text().split() if children.exists() else []:
+        try:
+            command = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if "spawn_main" in command and "resource_tracker" not in command:
+            return int(pid)
+    return None
+
+
+def test_tracking_process_killed_mid_study_then_a_rerun_leaves_nothing_running(tmp_path):
+    def load():
+        return optuna.load_study(study_name=NAME,
+                                 storage=open_storage(str(tmp_path / DEFAULT_JOURNAL)))
+
+    def one_complete():
+        try:
+            return any(t.state == TrialState.COMPLETE for t in load().get_trials(deepcopy=False))
+        except (KeyError, ValueError):
+            return False
+
+    environment = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    study = subprocess.Popen([sys.executable, "-m", "trickopt.study", "--n-trials", "3",
+                              *ARGS], cwd=tmp_path, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, env=environment, start_new_session=True)
+    try:
+        wait_for("a complete trial", one_complete, process=study)
+        tracker = wait_for("the tracking process", lambda: tracking_process(study.pid),
+                           process=study)
+        os.kill(tracker, signal.SIGKILL)
+        out = study.communicate(timeout=600)[0].decode()
+    finally:
+        if study.poll() is None:
+            os.killpg(study.pid, signal.SIGKILL)
+    assert study.returncode == 1, out  # the trials are all in Optuna; MLflow lacks some
+    killed_lines = [line for line in out.splitlines() if "tracking process was killed" in line]
+    assert len(killed_lines) >= 1, out
+    assert "Traceback" not in out, out
+    assert len(load().trials) == 3
+
+    rerun = subprocess.run([sys.executable, "-m", "trickopt.study", "--n-trials", "1", *ARGS],
+                           cwd=tmp_path, capture_output=True, text=True, env=environment,
+                           timeout=600)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    trials = {t.number: t for t in load().get_trials(deepcopy=False)}
+    assert len(trials) == 4
+    assert not [n for n, t in trials.items() if t.state == TrialState.RUNNING]
+    assert all(t.state == TrialState.COMPLETE for t in trials.values())
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = trial_runs(client, NAME)
+    # One finished run per trial, none lost, none doubled, the ones nobody wrote rebuilt.
+    assert {n: len(r) for n, r in runs.items()} == dict.fromkeys(trials, 1)
+    assert {r[0].info.status for r in runs.values()} == {"FINISHED"}
+    experiment = client.get_experiment_by_name(NAME).experiment_id
+    assert not [r.info.run_name for r in client.search_runs([experiment])
+                if r.info.status == "RUNNING"]
