@@ -1,13 +1,13 @@
 """Budget: how many epochs do the two levels of early stopping save, and what do they cost?
 
-The default study (CNN on digits, all tricks, val_loss, TPE, refit train_val), same trials and
-sampler seeds, under: full (stopper fixed to none, no pruner); stopper only (the default
-stopper search); pruner only: P (stopper none, Optuna's pruner P with trickopt's defaults);
-both: P. Per study: the epochs all trials trained (refit excluded), the best trial's val_loss
-and val accuracy (replayed, as trials store no accuracy: deterministic on the CPU, and
-checked), the refit's test accuracy, and the share of the main thread's samples inside a
-pruner's `prune`. One process, one torch thread; "% full" is the mean over seeds against
-full's mean.
+studies/digits.yaml (CNN on digits, the default study until 2026-12-01; all tricks, val_loss,
+TPE, refit train_val), same trials and sampler seeds, under: full (stopper fixed to none, no
+pruner); stopper only (the default stopper search); pruner only: P (stopper none, Optuna's
+pruner P with trickopt's defaults); both: P. Per study: the epochs all trials trained (refit
+excluded), the best trial's val_loss and val accuracy (replayed, as trials store no accuracy:
+deterministic on the CPU, and checked), the refit's test accuracy, and the share of the main
+thread's samples inside a pruner's `prune`. One process, one torch thread; "% full" is the mean
+over seeds against full's mean.
 
 Run:
     python benchmarks/budget.py                  # 3 seeds x 12 variants x 40 trials, ~12 min
@@ -27,7 +27,7 @@ import time
 import warnings
 
 import torch
-from common import machine_facts, print_table
+from common import DIGITS_STUDY, machine_facts, print_table
 from optuna.trial import FixedTrial, TrialState
 
 from trickopt.data import load_data
@@ -89,7 +89,7 @@ def run_one(name: str, stopper: bool, pruner: str, seed: int, args, data) -> dic
     search = {**ALL_TRICKS} if stopper else {**ALL_TRICKS, "stopper": "none"}
     sampler = PruneShare()
     with tempfile.TemporaryDirectory(prefix="trickopt-budget-") as folder:
-        config = load_study_config(None, [
+        config = load_study_config(DIGITS_STUDY, [
             f"study.name=budget-{seed}", f"study.storage=journal:{folder}/study.journal",
             f"study.seed={seed}", f"study.n_trials={args.trials}", f"study.pruner={pruner}",
             f"train.max_epochs={args.epochs}", "train.device=cpu", "train.threads=1",
@@ -128,7 +128,7 @@ def run_one(name: str, stopper: bool, pruner: str, seed: int, args, data) -> dic
 def main() -> None:
     args = parse_args()
     torch.set_num_threads(1)
-    data = load_data(load_study_config(None, []).data)
+    data = load_data(load_study_config(DIGITS_STUDY, []).data)
     machine_facts("Budget: epochs saved by the stopper (level 1) and the pruner (level 2)", [
         f"the default study, {args.trials} trials, max_epochs {args.epochs}, sampler seeds "
         f"{' '.join(map(str, args.seeds))}; one torch thread; tracking off",

@@ -1,6 +1,6 @@
 """Scale: trials per hour with K worker processes on one machine, on PostgreSQL.
 
-Each side runs the built-in default study for N trials, `python -m trickopt.study --workers K`,
+Each side runs studies/digits.yaml for N trials, `python -m trickopt.study --workers K`,
 Optuna on a fresh PostgreSQL database each run and MLflow on another (`--tracking pg`) or off.
 The server is a throwaway one on loopback from Debian's binaries. K > 1 workers use other
 sampler seeds (different trials), so epochs per hour is shown beside trials per hour, both
@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from common import (
+    DIGITS_STUDY,
     interleave,
     machine_facts,
     print_table,
@@ -112,7 +113,8 @@ def main() -> None:
             extra = ["--set", f"train.threads={threads}"] if threads else []
             extra += ["--set", "train.max_epochs=1"] if args.quick else []
             return lambda: run_command(study_command(
-                "--storage", new_database(), "--workers", k, "--n-trials", str(args.n_trials),
+                str(DIGITS_STUDY), "--storage", new_database(), "--workers", k,
+                "--n-trials", str(args.n_trials),
                 "--no-progress", *extra, *(["--tracking-uri", new_database()]
                                            if args.tracking == "pg" else
                                            ["--set", "tracking.enabled=false"])))

@@ -28,13 +28,13 @@ def check_model(config, data) -> list[str]:
     model_config = config.model
     searched = {name: spec for name, spec in config.search.items()
                 if isinstance(spec, (Range, Choice))}
-    tricks = Tricks.from_config(model_config)
-    if "norm" in searched and isinstance(searched["norm"], Choice):
+    norm = model_config.norm
+    if isinstance(searched.get("norm"), Choice):  # a norm that is a layer, if one is searched
         layers = [k for k in _LAYER_NORMS if k in searched["norm"].choices]
-        tricks = Tricks(norm=layers[0] if layers else searched["norm"].choices[0],
-                        norm_position=tricks.norm_position, dropout=tricks.dropout_rate,
-                        dropout_kind=tricks.dropout_kind, activation=tricks.activation_name)
-        tricks.asked.clear()
+        norm = layers[0] if layers else searched["norm"].choices[0]
+    tricks = Tricks(norm=norm, norm_position=model_config.norm_position,
+                    dropout=model_config.dropout, dropout_kind=model_config.dropout_kind,
+                    activation=model_config.activation)
     params = model_params(model_config)
     table = knobs(config.search, config.run)
     params.update({name: spec.choices[0] if isinstance(spec, Choice) else spec.low
