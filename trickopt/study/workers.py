@@ -52,13 +52,22 @@ def gpu_for_worker(index: int) -> str | None:
 def run_workers(config, n_trials: int, *, on_tick=None) -> list[int]:
     """Start the workers, wait for them, return their exit codes. `on_tick()` runs each second
     while they work (the progress bar)."""
-    context = multiprocessing.get_context("spawn")  # fork + torch threads can deadlock
     shares = [n for n in split_trials(n_trials, config.study.workers) if n > 0]
+    return run_processes(worker_main, [
+        (for_worker(config, index), share, gpu_for_worker(index), threads_per_worker(len(shares)))
+        for index, share in enumerate(shares)], on_tick=on_tick)
+
+
+def run_processes(target, args_list: list[tuple], *, on_tick=None,
+                  name: str = "trickopt-worker") -> list[int]:
+    """Run `target(*args)` in one spawned process per entry of `args_list`, wait for them
+    all, return their exit codes: the study's workers and the report's alike. `on_tick()`
+    runs each second while they work. Ctrl-C reaches every process by itself; on SIGTERM
+    (`Terminated`) each is terminated; either way each gets time to close its trial."""
+    context = multiprocessing.get_context("spawn")  # fork + torch threads can deadlock
     processes = []
-    for index, share in enumerate(shares):
-        process = context.Process(target=worker_main, name=f"trickopt-worker-{index}",
-                                  args=(for_worker(config, index), share,
-                                        gpu_for_worker(index), threads_per_worker(len(shares))))
+    for index, args in enumerate(args_list):
+        process = context.Process(target=target, name=f"{name}-{index}", args=args)
         process.start()
         processes.append(process)
     try:
