@@ -98,3 +98,15 @@ def test_an_inconclusive_verdict_says_how_many_seeds_it_would_take():
     n = int(verdict(e, delta=0.002).split("about ")[1].split()[0])
     assert n == math.ceil((1.959964 * e.sd / max(abs(e.mean), 0.002)) ** 2)
     assert n > e.seeds
+
+
+def test_a_clear_interval_with_too_few_wins_is_inconclusive_and_says_why():
+    # the best is ahead by a lot on 5 seeds of 8 and a hair behind on the other 3: a resample
+    # without any of the 5 has probability (3/8)^8 < 0.0004, so the interval is above 0, yet
+    # the best wins on 5 of 8 seeds only (62.5% < 75%)
+    best = [1.0, 1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0]
+    arm = [0.0, 0.0, 0.0, 0.0, 0.0, 0.001, 0.001, 0.001]
+    e = effect(best, arm)
+    assert e.low > 0 and e.win_rate == 5 / 8
+    assert verdict(e, delta=0.01) == ("inconclusive: CI above 0 but the best wins on 62% of "
+                                      "seeds")

@@ -112,6 +112,10 @@ def verdict(e: Effect, delta: float) -> str:
         return "hurts"
     if -delta <= e.low and e.high <= delta:
         return "negligible"
+    if e.low > 0 or e.high < 0:  # the interval is clear; the seeds disagree too often
+        side = "above" if e.low > 0 else "below"
+        return (f"inconclusive: CI {side} 0 but the best wins on {100 * e.win_rate:.0f}% of "
+                "seeds")
     return f"inconclusive, about {seeds_needed(e.sd, max(abs(e.mean), delta))} seeds needed"
 
 

@@ -170,6 +170,43 @@ class TrackingSection:
         return check_fields(self, prefix, {"experiment": optional(NAME)})
 
 
+@dataclass
+class ReportSection:
+    """`report:` runs `python -m trickopt.report` right after the search (and before the
+    refit, which then uses the configuration the report chose). Off without the section;
+    `report: {seeds: 6}` (or `report: {}`) turns it on, `enabled: false` off again."""
+
+    enabled: bool = True
+    seeds: int = 6
+    max_seeds: int = 15
+    racing: bool = True
+    top_k: int = 3
+    retune: list = field(default_factory=list)  # [] or [lr]
+    path: bool = False
+    workers: int = 1
+
+    def check(self, prefix: str) -> list[str]:
+        errors = check_fields(self, prefix, {"seeds": integer(2), "max_seeds": integer(2),
+                                             "top_k": integer(1), "workers": integer(1)})
+        if _is_int(self.seeds) and _is_int(self.max_seeds) and self.max_seeds < self.seeds:
+            errors.append(must_be(f"{prefix}.max_seeds:", f">= seeds ({self.seeds})",
+                                  self.max_seeds))
+        for value in self.retune if isinstance(self.retune, list) else [self.retune]:
+            if value != "lr":
+                errors.append(must_be(f"{prefix}.retune:", "a list of knobs to retune per "
+                                      "arm; allowed: [lr]", self.retune))
+                break
+        return errors
+
+
+def parse_report(raw: Any, errors: list[str]) -> ReportSection:
+    if raw is None or raw is False:
+        return ReportSection(enabled=False)
+    if raw is True:
+        return ReportSection()
+    return parse_section(ReportSection, raw, "report", errors)
+
+
 def max_workers() -> int:
     """One worker per core, or per GPU where there are more GPUs than cores."""
     try:
@@ -195,6 +232,7 @@ class StudyConfig:
     study: StudySection = field(default_factory=StudySection)
     tracking: TrackingSection = field(default_factory=TrackingSection)
     refit: str = "train_val"
+    report: ReportSection = field(default_factory=lambda: ReportSection(enabled=False))
     source: str | None = None  # the study file, or None for the built-in default
     raw: dict = field(default_factory=dict)  # the merged mapping, logged as an artifact
 
@@ -203,7 +241,8 @@ class StudyConfig:
         return RunConfig(data=self.data, model=self.model, train=self.train)
 
 
-SECTIONS = ("extends", "data", "model", "train", "search", "study", "tracking", "refit")
+SECTIONS = ("extends", "data", "model", "train", "search", "study", "tracking", "refit",
+            "report")
 
 
 def create_sampler(name: str, params: dict, seed: int | None):
@@ -345,6 +384,7 @@ def parse_study_config(raw: dict, *, source: str | None = None, model: Callable 
     tracking = parse_section(TrackingSection, raw.get("tracking"), "tracking", errors)
     refit = raw.get("refit", "train_val")
     errors += check("refit", refit, one_of(*REFITS))
+    report = parse_report(raw.get("report"), errors)
     _check_search_against_run(search, run, errors)
     if not errors:
         add_search_dir(Path(source).parent if source is not None else Path.cwd())
@@ -353,7 +393,7 @@ def parse_study_config(raw: dict, *, source: str | None = None, model: Callable 
     if errors:
         raise ConfigError(errors)
     return StudyConfig(**run, search=search, study=study, tracking=tracking, refit=refit,
-                       source=source, raw=raw)
+                       report=report, source=source, raw=raw)
 
 
 def _check_data_factory(data: DataConfig, errors: list[str]) -> None:

@@ -13,11 +13,12 @@ from trickopt.tracking.events import TRIAL_TAG
 from trickopt.train import evaluate, fit, refit, resolve_device, score_name
 
 
-def best_trial_config(study: optuna.Study, config) -> tuple[dict[str, Any], Any]:
-    """The best trial's parameters and run config: every knob as that trial ran it. Read
-    from the trial itself, not rebuilt from today's search space, which may have changed
-    since (a knob fixed then and searched now)."""
-    best = study.best_trial
+def best_trial_config(study: optuna.Study, config,
+                      trial: optuna.trial.FrozenTrial | None = None) -> tuple[dict[str, Any], Any]:
+    """The best trial's (or `trial`'s) parameters and run config: every knob as that trial ran
+    it. Read from the trial itself, not rebuilt from today's search space, which may have
+    changed since (a knob fixed then and searched now)."""
+    best = trial if trial is not None else study.best_trial
     params = best.user_attrs.get(PARAMS_ATTR)
     if params is None:  # a trial from before PARAMS_ATTR was recorded
         params = space.suggest(optuna.trial.FixedTrial(best.params), config.search, config.run)
@@ -25,13 +26,15 @@ def best_trial_config(study: optuna.Study, config) -> tuple[dict[str, Any], Any]
 
 
 def score_best_and_refit(config, study: optuna.Study, data, tracker,
-                         kept: dict[int, dict]) -> tuple[dict, dict | None]:
+                         kept: dict[int, dict], chosen: int | None = None
+                         ) -> tuple[dict, dict | None]:
     """Score the best trial's model on test, then refit per `config.refit`. Returns
     ({test_loss, test_<score>} of the best trial's model, the refit's outcome or None), where
-    the score is accuracy, or rmse for regression."""
+    the score is accuracy, or rmse for regression. `chosen`: the trial to refit instead of the
+    study's best (the report's choice by the mean over seeds)."""
     score = f"test_{score_name(data.task)}"
-    best = study.best_trial
-    params, run_config = best_trial_config(study, config)
+    best = study.best_trial if chosen is None else study.trials[chosen]
+    params, run_config = best_trial_config(study, config, best)
     model = seeded_model(run_config.model, data.input_shape, data.n_classes,
                          seed=run_config.train.seed)
     if best.number in kept:  # trained in this process: its weights were kept

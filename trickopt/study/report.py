@@ -85,8 +85,12 @@ def format_summary(result, config) -> str:
             lines.append(f"refit on train+val+test for {result.refit['epochs']} epochs: a "
                          "production model; no held-out data is left, so no test score")
         else:
-            lines.append(f"{score.replace('_', ' ')}, refit on train+val for "
-                         f"{result.refit['epochs']} epochs: {result.refit[score]:.4f}")
+            lines.append(f"{score.replace('_', ' ')}, refit of trial {result.refit['trial']} on "
+                         f"train+val for {result.refit['epochs']} epochs: "
+                         f"{result.refit[score]:.4f}")
+    if result.report is not None:
+        lines.append(f"trick-effect report: trial {result.report.chosen_trial} is best on "
+                     f"average over seeds; {result.report_folder}/report.md")
     lines.append(f"optuna storage: {result.storage}")
     if result.tracking_error:
         lines.append(f"MLflow tracking stopped: {result.tracking_error}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import sys
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TextIO
 
 import optuna
@@ -61,6 +62,8 @@ class StudyResult:
     recovered_trials: list[int] = field(default_factory=list)
     tracking_error: str | None = None  # why MLflow tracking stopped, where it did
     ignored_tricks: list[str] = field(default_factory=list)  # searched, never placed
+    report: Any = None  # the trick-effect report (`report:` in the study file)
+    report_folder: str | None = None
 
 
 def run_study(config: StudyConfig, *, model=None, data=None, progress: bool = True,
@@ -135,14 +138,46 @@ def _run(config: StudyConfig, study: optuna.Study, storage, data, tracker, progr
     if tracker is not None:  # drawn by the tracking process while this one refits
         tracker.log_plots(study.get_trials(deepcopy=False), study.direction.name.lower(),
                           result.importances)
+    chosen = None
+    if config.report.enabled and not result.interrupted and result.states.get("COMPLETE"):
+        with phase("report"):
+            chosen = _report(config, study, storage, tracker, progress, out, result)
     if not result.interrupted and result.states.get("COMPLETE"):
         with phase("refit"):
-            result.best_trial_test, result.refit = score_best_and_refit(config, study, data,
-                                                                        tracker, kept)
+            result.best_trial_test, result.refit = score_best_and_refit(
+                config, study, data, tracker, kept, chosen)
     if tracker is not None:
         with phase("parent_summary"):
             log_parent_summary(tracker, study, config, result)
             tracker.send(ev.EndParent("KILLED" if result.interrupted else "FINISHED"))
+
+
+def _report(config: StudyConfig, study: optuna.Study, storage, tracker, progress: bool,
+            out: TextIO, result: StudyResult) -> int | None:
+    """The trick-effect report, right after the search; returns the trial it chose (by the
+    mean over seeds of its top trials), which the refit then uses."""
+    # The one import from the layer above: trickopt.effects is built on this package (its
+    # search space, recovery, workers), and the study's `report:` step calls up into it.
+    from trickopt.effects.jobs import FINISHED_ATTR, open_queue
+    from trickopt.effects.output import publish
+    from trickopt.effects.report import Settings, run_report
+
+    r = config.report
+    settings = Settings(seeds=r.seeds, max_seeds=r.max_seeds, racing=r.racing, top_k=r.top_k,
+                        retune_lr="lr" in r.retune, path=r.path, workers=r.workers)
+    queue = open_queue(config, storage, tracker)
+    queue.study.set_user_attr(FINISHED_ATTR, False)
+    try:
+        result.report = run_report(config, study, queue, settings, out=out, progress=progress)
+    except KeyboardInterrupt:
+        result.interrupted = True
+        return None
+    folder = (Path(config.source).parent if config.source else Path.cwd()) / \
+        f"report-{study.study_name}"
+    publish(result.report, folder, tracker, out=out)
+    queue.study.set_user_attr(FINISHED_ATTR, True)
+    result.report_folder = str(folder)
+    return result.report.chosen_trial
 
 
 def _optimize_in_workers(config: StudyConfig, study: optuna.Study, progress: bool) -> None:

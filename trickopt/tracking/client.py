@@ -64,7 +64,7 @@ class StudyTracker:
 
     def log_parent(self, *, metrics: dict[str, float] | None = None,
                    params: dict[str, Any] | None = None, tags: dict[str, Any] | None = None,
-                   files: dict[str, str] | None = None) -> None:
+                   files: dict[str, str | bytes] | None = None) -> None:
         self.send(ev.LogParent(_metrics(metrics or {}, step=0), _texts(params or {}),
                                _texts(tags or {}), dict(files or {})))
 

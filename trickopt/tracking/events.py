@@ -61,7 +61,7 @@ class LogParent:
     metrics: list[Metric] = field(default_factory=list)
     params: dict[str, str] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
-    files: dict[str, str] = field(default_factory=dict)  # artifact path -> text content
+    files: dict[str, str | bytes] = field(default_factory=dict)  # artifact path -> content
 
 
 @dataclass(frozen=True)

@@ -176,7 +176,10 @@ class Writer:
             for name, text in event.files.items():
                 path = Path(folder, name)
                 path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_text(text)
+                if isinstance(text, bytes):  # a plot
+                    path.write_bytes(text)
+                else:
+                    path.write_text(text)
                 self.client.log_artifact(self.parent_run_id, str(path),
                                          str(Path(name).parent) if "/" in name else None)
 
