@@ -5,6 +5,7 @@ refusals."""
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -277,3 +278,41 @@ def test_a_tracked_report_puts_each_training_and_the_report_in_mlflow(tmp_path):
     names = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
     assert {"report/report.md", "report/report.json", "report/forest.png"} <= names
     assert parent.info.status == "FINISHED"
+
+
+def test_retune_and_path_train_what_they_say(tmp_path):
+    few_on = ["--set", "search.dropout=0.1", "--set", "search.norm=batch", "--set",
+              "search.stopper=none", "--set", "search.schedule=constant", "--set",
+              "search.regularizer=none"]
+    _tiny_study(tmp_path, *few_on, trials=1)
+    done = run_main(report_main, tmp_path, [*TINY, *few_on, "--seeds", "2", "--no-racing",
+                                           "--top-k", "1", "--retune", "lr", "--path",
+                                           "--no-progress"])
+    assert done.returncode == 0, done.stderr
+    data = json.loads((tmp_path / "report-tiny" / "report.json").read_text())
+    # arms: best, no dropout, no norm, no tricks; each at lr x 1/2, 1, 2 on 2 seeds = 24;
+    # the path from no tricks: step 1 tries +dropout and +norm, step 2 the one left (the
+    # full configuration again: already trained) = 4 more trainings
+    assert [a["arm"] for a in data["arms"]] == [BEST, "no dropout", "no norm", BASELINE]
+    assert all(a["lr_factor"] in (0.5, 1.0, 2.0) for a in data["arms"])
+    assert data["trainings"] == 4 * 3 * 2 + 2 * 2 + 2
+    assert [step["switched_on"] for step in data["path"]] in (["dropout", "norm"],
+                                                              ["norm", "dropout"])
+    assert "lr retuned per arm" in done.stdout and "ablation path" in done.stdout
+
+
+def test_report_workers_share_the_jobs(tmp_path):
+    _tiny_study(tmp_path, *ALL_ON, trials=1)
+    done = run_main(report_main, tmp_path, [*TINY, *ALL_ON, "--seeds", "2", "--no-racing",
+                                           "--top-k", "1", "--workers", "2", "--no-progress"])
+    assert done.returncode == 0, done.stderr
+    config = _config(tmp_path)
+    study = optuna.load_study(study_name="tiny.report",
+                              storage=open_storage(config.study.storage))
+    trials = study.get_trials()
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    assert len(trials) == 2 + 5 * 2  # each job once
+    # The coordinator trains too; its one spawned worker takes jobs once it has imported
+    # torch (seconds): on jobs this short it may find none left. Either way it has exited.
+    assert 1 <= len({t.user_attrs["worker"] for t in trials}) <= 2
+    assert multiprocessing.active_children() == []

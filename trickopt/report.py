@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import optuna
 
 from trickopt.config import ConfigError
-from trickopt.effects.jobs import FINISHED_ATTR, open_queue
+from trickopt.effects.jobs import FINISHED_ATTR, open_queue, work_until_finished
 from trickopt.effects.output import publish
 from trickopt.effects.report import Settings, run_report
 from trickopt.study.config import load_study_config
@@ -134,14 +133,8 @@ def _join(config, storage) -> int:
     if config.train.threads is None:
         torch.set_num_threads(threads_per_worker(1))
     tracker = start_tracking(config, storage, coordinator=False)
-    queue = open_queue(config, storage, tracker)
-    ran = 0
     try:
-        while True:
-            ran += queue.work()
-            if queue.study.user_attrs.get(FINISHED_ATTR):
-                break
-            time.sleep(2.0)
+        ran = work_until_finished(open_queue(config, storage, tracker))
     except KeyboardInterrupt:
         return 130
     finally:

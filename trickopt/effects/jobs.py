@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -294,8 +295,22 @@ def open_queue(config, storage, tracker=None) -> Queue:
     return Queue(study, storage, config, tracker)
 
 
-def worker_main(config, threads: int) -> None:
-    """A spawned report worker: join the companion study, run jobs until none is waiting."""
+POLL_SECONDS = 0.5  # how often an idle worker looks for new jobs
+
+
+def work_until_finished(queue: Queue, *, parent: int | None = None) -> int:
+    """Run jobs as they are queued until the coordinator marks the report finished (or, for a
+    spawned worker, until its coordinating process `parent` is gone). Returns the jobs run."""
+    ran = 0
+    while True:
+        ran += queue.work()
+        if queue.study.user_attrs.get(FINISHED_ATTR) or (parent and os.getppid() != parent):
+            return ran
+        time.sleep(POLL_SECONDS)
+
+
+def worker_main(config, threads: int, parent: int) -> None:
+    """A spawned report worker: join the companion study and run its jobs as they come."""
     import torch
 
     from trickopt.study.signals import handle_sigterm
@@ -309,9 +324,46 @@ def worker_main(config, threads: int) -> None:
     storage = open_storage(config.study.storage)
     tracker = start_tracking(config, storage, coordinator=False)
     try:
-        open_queue(config, storage, tracker).work()
+        work_until_finished(open_queue(config, storage, tracker), parent=parent)
     except KeyboardInterrupt:
         pass
     finally:
         if tracker is not None:
             tracker.close()
+
+
+class Workers:
+    """`with Workers(queue, k):` k - 1 spawned workers share the queue with this process for
+    the whole report (started once: each start imports torch and loads the data again). On
+    leaving, the report is marked finished, which ends them."""
+
+    def __init__(self, queue: Queue, workers: int):
+        self.queue, self.workers, self.processes = queue, workers, []
+
+    def __enter__(self) -> Workers:
+        import multiprocessing
+
+        import torch
+
+        from trickopt.study.workers import threads_per_worker
+
+        threads = threads_per_worker(self.workers)
+        if self.queue.config.train.threads is None:
+            torch.set_num_threads(threads)  # this process trains too
+        self.queue.study.set_user_attr(FINISHED_ATTR, False)
+        context = multiprocessing.get_context("spawn")  # fork + torch threads can deadlock
+        for index in range(self.workers - 1):
+            process = context.Process(target=worker_main, name=f"trickopt-report-{index}",
+                                      args=(self.queue.config, threads, os.getpid()))
+            process.start()
+            self.processes.append(process)
+        return self
+
+    def __exit__(self, kind, exc, traceback) -> None:
+        try:
+            self.queue.study.set_user_attr(FINISHED_ATTR, True)
+        finally:
+            for process in self.processes:
+                if kind is not None and kind is not KeyboardInterrupt:
+                    process.terminate()
+                process.join(timeout=30)

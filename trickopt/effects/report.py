@@ -35,15 +35,14 @@ from trickopt.effects.jobs import (
     Job,
     Outcome,
     Queue,
+    Workers,
     higher_is_better,
     tricks_on,
-    worker_main,
 )
 from trickopt.effects.replay import Rule, format_replay, replay, replay_table
 from trickopt.effects.trials import TrialsView, trials_view
 from trickopt.study import space
 from trickopt.study.objective import PARAMS_ATTR
-from trickopt.study.workers import run_processes, threads_per_worker
 from trickopt.train import score_name
 
 BEST, BASELINE, NO_STOPPER = "best", "no tricks", "no stopper"
@@ -158,15 +157,11 @@ class Runner:
             bar.update(len(queue.outcomes(jobs)) - bar.n)
 
         try:
-            if self.settings.workers > 1:
-                threads = threads_per_worker(self.settings.workers)
-                run_processes(worker_main, [(queue.config, threads)] * self.settings.workers,
-                              on_tick=tick, name="trickopt-report")
             queue.work(on_done=tick)
-            while queue.pending(jobs):  # jobs that workers elsewhere are running
+            while queue.pending(jobs):  # jobs that other workers are running
+                time.sleep(0.5)
                 queue.recover()
                 queue.work(on_done=tick)
-                time.sleep(2.0)
                 tick()
         finally:
             tick()
@@ -227,7 +222,14 @@ def top_trials(study: optuna.Study, k: int) -> list[optuna.trial.FrozenTrial]:
 
 def run_report(config, study: optuna.Study, queue: Queue, settings: Settings = Settings(), *,
                out: TextIO | None = None, progress: bool = True) -> Report:
+    """Run the phases on `queue` (with `settings.workers` processes) and return the Report."""
     out = out if out is not None else sys.stdout  # looked up now: it may have been replaced
+    with Workers(queue, settings.workers):
+        return _run_report(config, study, queue, settings, out, progress)
+
+
+def _run_report(config, study: optuna.Study, queue: Queue, settings: Settings, out: TextIO,
+                progress: bool) -> Report:
     started = time.perf_counter()
     maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
     seeds = list(range(1, settings.seeds + 1))
