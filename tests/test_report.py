@@ -219,38 +219,53 @@ def test_report_on_a_missing_study_or_one_without_complete_trials(tmp_path):
 
 
 def test_a_report_killed_mid_way_resumes_without_retraining_what_was_done(tmp_path):
-    _tiny_study(tmp_path, *ALL_ON, trials=2)
-    command = [sys.executable, "-m", "trickopt.report", *TINY, *ALL_ON, "--seeds", "3",
-               "--no-racing", "--top-k", "1", "--no-progress"]
-    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, text=True)
+    """kill -9 mid-report, tracked: the rerun trains only what is missing, and no MLflow run
+    is left RUNNING (the killed one's is closed as FAILED, its retry has its own)."""
+    tracked = [a if a != "tracking.enabled=false" else "tracking.enabled=true" for a in TINY]
+    done = study_cli(tmp_path, *tracked, *ALL_ON, "--no-progress", "--n-trials", "2")
+    assert done.returncode == 0, done.stderr
+    args = [*tracked, *ALL_ON, "--seeds", "3", "--no-racing", "--top-k", "1", "--no-progress"]
+    process = subprocess.Popen([sys.executable, "-m", "trickopt.report", *args], cwd=tmp_path,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     config = _config(tmp_path, *[a for a in ALL_ON if a != "--set"])
     storage = open_storage(config.study.storage)
     deadline = time.monotonic() + 120
 
-    def complete():
+    def trials(*states):
         try:
             study = optuna.load_study(study_name="tiny.report", storage=storage)
         except KeyError:
             return []
-        return study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+        return study.get_trials(states=states or None)
 
-    while len(complete()) < 4 and time.monotonic() < deadline and process.poll() is None:
-        time.sleep(0.2)
+    complete = optuna.trial.TrialState.COMPLETE
+    while len(trials(complete)) < 4 and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.1)
     assert process.poll() is None, process.stderr.read()
     process.send_signal(signal.SIGKILL)
     process.wait()
-    first = {t.user_attrs["key"]: t.number for t in complete()}
+    first = {t.user_attrs["key"]: t.number for t in trials(complete)}
     assert len(first) >= 4
-    done = run_main(report_main, tmp_path, [*TINY, *ALL_ON, "--seeds", "3", "--no-racing",
-                                           "--top-k", "1", "--no-progress"])
+    done = run_main(report_main, tmp_path, args)
     assert done.returncode == 0, done.stderr
-    after = complete()
+    after = trials(complete)
     keys = [t.user_attrs["key"] for t in after]
     assert len(keys) == len(set(keys))  # nothing trained twice
     assert all(first[t.user_attrs["key"]] == t.number for t in after
                if t.user_attrs["key"] in first)  # what was done stayed as it was
     assert len(after) == 3 + 5 * 3  # the best's 3 curves and 5 arms x 3 seeds
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("tiny")
+    runs = client.search_runs([experiment.experiment_id], "tags.phase = 'report'")
+    assert not [r for r in runs if r.info.status == "RUNNING"]
+    finished = [r for r in runs if r.info.status == "FINISHED"]
+    assert sorted(int(r.data.tags["trickopt.report_trial"]) for r in finished) == sorted(
+        t.number for t in after)
+    killed = [t.number for t in trials(optuna.trial.TrialState.FAIL)]
+    assert all(r.data.tags.get("stop_reason") == "worker_died" for r in runs
+               if int(r.data.tags["trickopt.report_trial"]) in killed)
 
 
 def test_a_tracked_report_puts_each_training_and_the_report_in_mlflow(tmp_path):

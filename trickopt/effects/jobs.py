@@ -31,6 +31,7 @@ from trickopt.effects.replay import Rule, replay, train_curve
 from trickopt.models import seeded_model
 from trickopt.study import space
 from trickopt.study.recovery import WORKER_ATTR, fail_dead_trials, worker_identity
+from trickopt.tracking.events import FailRuns
 from trickopt.train import evaluate, fit, score_name
 
 JOB_ATTR, RESULT_ATTR = "job", "result"
@@ -171,8 +172,12 @@ class Queue:
             if t.user_attrs.get("key") in keys)
 
     def recover(self) -> list[int]:
-        """Fail and re-queue the jobs of dead processes on this host."""
-        return fail_dead_trials(self.study, self.storage)
+        """Fail and re-queue the jobs of dead processes on this host, and close their MLflow
+        runs as FAILED (the retries get runs of their own)."""
+        failed = fail_dead_trials(self.study, self.storage)
+        if failed and self.tracker is not None:
+            self.tracker.send(FailRuns(REPORT_TRIAL_TAG, [str(n) for n in failed]))
+        return failed
 
     # -- every worker's side -----------------------------------------------------------------
     def work(self, *, on_done: Callable[[Outcome | None, Job], None] | None = None) -> int:

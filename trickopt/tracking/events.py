@@ -94,6 +94,15 @@ class Reconcile:
 
 
 @dataclass(frozen=True)
+class FailRuns:
+    """Close as FAILED the child runs still RUNNING whose tag `tag` is one of `values`: the
+    runs of report trainings whose process died (their companion trials were failed and
+    re-queued; the retry gets a run of its own)."""
+    tag: str
+    values: list[str]
+
+
+@dataclass(frozen=True)
 class EndParent:
     status: str
 
@@ -111,5 +120,5 @@ class Report:
     error: str | None
 
 
-Event = (Open | StartRun | LogMetrics | EndRun | LogParent | Plots | Reconcile | EndParent
-         | Close)
+Event = (Open | StartRun | LogMetrics | EndRun | LogParent | Plots | Reconcile | FailRuns
+         | EndParent | Close)

@@ -95,7 +95,8 @@ class Writer:
         self._handlers: dict[type, Callable[[Any], None]] = {
             ev.Open: self._open, ev.StartRun: self._start_run, ev.LogMetrics: self._log_metrics,
             ev.EndRun: self._end_run, ev.LogParent: self._log_parent, ev.Plots: self._plots,
-            ev.Reconcile: self._reconcile, ev.EndParent: self._end_parent}
+            ev.Reconcile: self._reconcile, ev.FailRuns: self._fail_runs,
+            ev.EndParent: self._end_parent}
 
     def handle(self, event: ev.Event) -> None:
         if self.error is not None:
@@ -221,6 +222,17 @@ class Writer:
             self.client.log_batch(run_id, metrics=metrics, params=params,
                                   tags=[RunTag(k, v) for k, v in tags.items()])
             self.client.set_terminated(run_id, status=status)
+
+    def _fail_runs(self, event: ev.FailRuns) -> None:
+        values, mine = set(event.values), set(self.runs.values())
+        for run in self.client.search_runs(  # MLflow's filter has no IN for tags
+                [self.experiment_id], filter_string=f"tags.`{ev.STUDY_TAG}` = "
+                                                    f"'{self.study_name}' and "
+                                                    "attributes.status = 'RUNNING'",
+                max_results=50_000):
+            if run.data.tags.get(event.tag) in values and run.info.run_id not in mine:
+                self.client.set_tag(run.info.run_id, "stop_reason", "worker_died")
+                self.client.set_terminated(run.info.run_id, status="FAILED")
 
     def _trial_runs(self) -> dict:
         """{trial number: its run} among the study's child runs in the store."""
