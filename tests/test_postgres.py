@@ -86,8 +86,8 @@ def test_killed_worker_trial_is_failed_and_retried(postgres, tmp_path):
     # enough that a live worker on a busy machine is never taken for dead.
     args = ["--study-name", "crash", "--storage", storage, "--tracking-uri", tracking,
             "--set", "study.heartbeat_interval=1", "--set", "study.grace_period=30", *SLOW]
-    # 4 trials, 2 per worker: one complete, then the next caught mid-run and its worker
-    # killed while the other worker still has a trial of its own to run.
+    # 4 trials between 2 workers: one complete, then a trial of the spawned worker caught
+    # mid-run and the worker killed; the command's own process runs the trials left.
     process = subprocess.Popen([sys.executable, "-m", "trickopt.study", "--workers", "2",
                                 "--n-trials", "4", *args], cwd=tmp_path,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -110,10 +110,13 @@ def test_killed_worker_trial_is_failed_and_retried(postgres, tmp_path):
 
 
 def _kill_one_worker_mid_trial(process: subprocess.Popen, load) -> int:
-    """kill -9 the worker process of a trial caught mid-run; the other worker goes on."""
-    trial = wait_for_trial_mid_run(load, process)
-    pid = int(trial.user_attrs["worker"].split(":")[1])  # host:pid:start time
-    os.kill(pid, signal.SIGKILL)
+    """kill -9 the spawned worker of a trial caught mid-run; the command's own process, which
+    is worker 0, goes on."""
+    def pid(trial) -> int:
+        return int(trial.user_attrs["worker"].split(":")[1])  # host:pid:start time
+
+    trial = wait_for_trial_mid_run(load, process, where=lambda t: pid(t) != process.pid)
+    os.kill(pid(trial), signal.SIGKILL)
     assert_still_running(load, trial, "kill -9")
     return trial.number
 
@@ -133,3 +136,35 @@ def test_bad_storage_is_refused_before_anything_is_created(postgres, tmp_path, c
     assert len(lines) == 1 and lines[0].startswith("error: study.storage: cannot open")
     assert "pw@" not in result.stderr and "***" in result.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_report_is_shared_by_a_joining_worker(postgres, tmp_path):
+    """`python -m trickopt.report` on one machine and `--join` on another (two processes
+    here) share the report's trainings through the companion study in PostgreSQL."""
+    storage = postgres.new_database()
+    common = ["--study-name", "joined", "--storage", storage, "--set", "tracking.enabled=false",
+              "--set", "refit=none", *FAST[1:], "--set", "train.max_epochs=20",
+              "--set", "search.stopper=none", "--set", "search.norm=batch",
+              "--set", "search.dropout=0.1", "--set", "search.regularizer=none",
+              "--set", "search.schedule=constant"]
+    result = _study([*common, "--n-trials", "2", "--no-progress"], tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    report_args = [*common, "--seeds", "3", "--no-racing", "--top-k", "1", "--no-progress"]
+    coordinator = subprocess.Popen([sys.executable, "-m", "trickopt.report", *report_args],
+                                   cwd=tmp_path, stdout=subprocess.PIPE,
+                                   stderr=subprocess.STDOUT, text=True)
+    joiner = subprocess.Popen([sys.executable, "-m", "trickopt.report", *common, "--join"],
+                              cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True)
+    out, _ = coordinator.communicate(timeout=600)
+    assert coordinator.returncode == 0, out
+    joined, _ = joiner.communicate(timeout=60)  # it stops once the report is finished
+    assert joiner.returncode == 0, joined
+    assert "s3cret-pw" not in out + joined
+    study = optuna.load_study(study_name="joined.report", storage=open_storage(storage))
+    trials = study.get_trials(deepcopy=False)
+    assert all(t.state == TrialState.COMPLETE for t in trials)
+    keys = [t.user_attrs["key"] for t in trials]
+    assert len(keys) == len(set(keys)) == 3 + 3 * 3  # the best's curves; no dropout, no norm, no tricks
+    workers = {t.user_attrs["worker"].split(":")[1] for t in trials}
+    assert workers == {str(coordinator.pid), str(joiner.pid)}
