@@ -59,10 +59,13 @@ def wait_for(what: str, poll: Callable[[], object], *, process: subprocess.Popen
     raise AssertionError(f"waited {timeout} s for {what}; it never happened")
 
 
-def trial_in_its_first_half(load_study: Callable[[], optuna.Study]) -> FrozenTrial | None:
-    """A RUNNING trial that has reported at least one epoch and has at least half of its
-    epochs to go (seconds of margin: it cannot finish before a signal lands), once another
-    trial is COMPLETE. None while the storage shows no such trial."""
+def trial_in_its_first_half(load_study: Callable[[], optuna.Study], *,
+                            where: Callable[[FrozenTrial], bool] | None = None
+                            ) -> FrozenTrial | None:
+    """A RUNNING trial (one for which `where(trial)` is true, where given) that has reported
+    at least one epoch and has at least half of its epochs to go (seconds of margin: it
+    cannot finish before a signal lands), once another trial is COMPLETE. None while the
+    storage shows no such trial."""
     try:
         trials = load_study().get_trials(deepcopy=False)
     except (KeyError, ValueError):  # the study does not exist yet
@@ -70,17 +73,20 @@ def trial_in_its_first_half(load_study: Callable[[], optuna.Study]) -> FrozenTri
     if not any(t.state == TrialState.COMPLETE for t in trials):
         return None
     running = [t for t in trials if t.state == TrialState.RUNNING
-               and 1 <= len(t.intermediate_values) <= MAX_EPOCHS // 2]
+               and 1 <= len(t.intermediate_values) <= MAX_EPOCHS // 2
+               and (where is None or where(t))]
     return running[0] if running else None
 
 
 def wait_for_trial_mid_run(load_study, process: subprocess.Popen | None = None, *,
-                           ready: Callable[[], bool] | None = None) -> FrozenTrial:
+                           ready: Callable[[], bool] | None = None,
+                           where: Callable[[FrozenTrial], bool] | None = None) -> FrozenTrial:
     """See `trial_in_its_first_half`; with `ready`, also once `ready()` is true."""
     what = (f"a complete trial and another running with 1 to {MAX_EPOCHS // 2} of "
-            f"{MAX_EPOCHS} epochs reported" + (" (and the MLflow store set up)" if ready else ""))
+            f"{MAX_EPOCHS} epochs reported" + (" (and the MLflow store set up)" if ready else "")
+            + (" in the chosen process" if where else ""))
     return wait_for(what, lambda: (ready is None or ready()) and trial_in_its_first_half(
-        load_study), process=process)
+        load_study, where=where), process=process)
 
 
 def sqlite_store_has_a_run(db: Path) -> bool:

@@ -165,6 +165,7 @@ def test_a_report_is_shared_by_a_joining_worker(postgres, tmp_path):
     trials = study.get_trials(deepcopy=False)
     assert all(t.state == TrialState.COMPLETE for t in trials)
     keys = [t.user_attrs["key"] for t in trials]
-    assert len(keys) == len(set(keys)) == 3 + 3 * 3  # the best's curves; no dropout, no norm, no tricks
+    # the best's curves; the arms no dropout, no norm and no tricks
+    assert len(keys) == len(set(keys)) == 3 + 3 * 3
     workers = {t.user_attrs["worker"].split(":")[1] for t in trials}
     assert workers == {str(coordinator.pid), str(joiner.pid)}

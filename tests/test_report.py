@@ -187,7 +187,7 @@ def test_report_in_the_study_file_runs_after_the_search_and_the_refit_uses_its_c
     done = study_cli(tmp_path, str(study_file), "--no-progress")
     assert done.returncode == 0, done.stderr
     data = json.loads((tmp_path / "report-filed" / "report.json").read_text())
-    assert f"refit of trial {data['chosen_trial']} on train+val" in done.stdout
+    assert f"refit on train+val (trial {data['chosen_trial']}," in done.stdout
     assert f"trick-effect report: trial {data['chosen_trial']} is best" in done.stdout
 
 

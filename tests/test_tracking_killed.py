@@ -16,7 +16,7 @@ from pathlib import Path
 import optuna
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
-from recovery_helpers import trial_runs, wait_for
+from recovery_helpers import sqlite_store_has_a_run, trial_runs, wait_for
 
 from trickopt.study.storage import DEFAULT_JOURNAL, open_storage
 
@@ -59,6 +59,11 @@ def test_tracking_process_killed_mid_study_then_a_rerun_leaves_nothing_running(t
                              stderr=subprocess.STDOUT, env=environment, start_new_session=True)
     try:
         wait_for("a complete trial", one_complete, process=study)
+        # A trial can finish before the tracking process has made the fresh store's tables;
+        # killed while it makes them, it leaves the store half made (see
+        # sqlite_store_has_a_run), which is not what this test is about.
+        wait_for("the MLflow store set up", lambda: sqlite_store_has_a_run(
+            tmp_path / "mlflow.db"), process=study)
         tracker = wait_for("the tracking process", lambda: tracking_process(study.pid),
                            process=study)
         os.kill(tracker, signal.SIGKILL)

@@ -85,8 +85,8 @@ def format_summary(result, config) -> str:
             lines.append(f"refit on train+val+test for {result.refit['epochs']} epochs: a "
                          "production model; no held-out data is left, so no test score")
         else:
-            lines.append(f"{score.replace('_', ' ')}, refit of trial {result.refit['trial']} on "
-                         f"train+val for {result.refit['epochs']} epochs: "
+            lines.append(f"{score.replace('_', ' ')}, refit on train+val (trial "
+                         f"{result.refit['trial']}, {result.refit['epochs']} epochs): "
                          f"{result.refit[score]:.4f}")
     if result.report is not None:
         lines.append(f"trick-effect report: trial {result.report.chosen_trial} is best on "
