@@ -13,6 +13,7 @@ import math
 import os
 import platform
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -89,6 +90,7 @@ class Run:
     wall: float  # seconds from start to exit, imports and interpreter shutdown included
     stdout: str
     phases: dict[str, list[list[float]]] = field(default_factory=dict)
+    cpu: float = math.nan  # CPU seconds of the command and every process it waited for
 
     def phase(self, name: str) -> float:
         """Seconds spent in a phase; NaN where the command did not record it."""
@@ -108,16 +110,19 @@ def run_command(argv: list[str]) -> Run:
     run_env.pop("MLFLOW_TRACKING_URI", None)
     run_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO),
                                                           run_env.get("PYTHONPATH")]))
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     done = subprocess.run(argv, cwd=folder, env=run_env, capture_output=True, text=True)
     wall = time.perf_counter() - started
+    now = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = now.ru_utime + now.ru_stime - used.ru_utime - used.ru_stime
     phases_file = folder / "phases.json"
     phases = json.loads(phases_file.read_text()) if phases_file.exists() else {}
     shutil.rmtree(folder, ignore_errors=True)
     if done.returncode != 0:
         tail = "\n".join((done.stdout + done.stderr).splitlines()[-30:])
         raise SystemExit(f"{' '.join(argv)}: exit code {done.returncode}\n{tail}")
-    return Run(wall, done.stdout, phases)
+    return Run(wall, done.stdout, phases, cpu)
 
 
 def study_command(*args: str) -> list[str]:
@@ -248,7 +253,8 @@ def compare_commands(sides: dict[str, list[str]], repeats: int) -> dict[str, lis
 
 def throughput_table(runs: dict[str, list[Run]], n_trials: int, label: str) -> None:
     """Trials and epochs per hour of each side's optimize phase (and trials per hour of the
-    whole command), with ratios to the first side, per repetition."""
+    whole command), with ratios to the first side, per repetition; and the CPU seconds of
+    each command, its spawned processes included."""
     def rates(side: list[Run]) -> tuple[list[float], ...]:
         return ([n_trials / r.phase("optimize") * 3600 for r in side],
                 [r.summary.get("epochs", math.nan) / r.phase("optimize") * 3600 for r in side],
@@ -260,6 +266,7 @@ def throughput_table(runs: dict[str, list[Run]], n_trials: int, label: str) -> N
         trials, epochs, whole = rates(side)
         rows.append([name, med(trials, "{:.0f}"), med(ratios(trials, base[0]), "{:.2f}"),
                      med(ratios(epochs, base[1]), "{:.2f}"), med(ratios(whole, base[2]), "{:.2f}"),
-                     states(side[0].summary)])
+                     med([r.cpu for r in side], "{:.1f}"), states(side[0].summary)])
     print_table([label, "trials/hour (optimize)", "trials/hour vs row 1", "epochs/hour vs row 1",
-                 "trials/hour (whole) vs row 1", "trials (first repetition)"], rows)
+                 "trials/hour (whole) vs row 1", "CPU s, all processes",
+                 "trials (first repetition)"], rows)

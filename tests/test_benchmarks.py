@@ -108,13 +108,30 @@ def test_tracking_overhead(tmp_path):
 @pytest.mark.skipif(not glob.glob("/usr/lib/postgresql/*/bin/initdb"),
                     reason="PostgreSQL is not installed here (apt-get install postgresql)")
 def test_scale(tmp_path):
-    rows = table(run_quick(tmp_path, "scale.py"), "workers", "trials/hour (optimize)",
-                 "trials/hour vs row 1", "epochs/hour vs row 1")
+    stdout = run_quick(tmp_path, "scale.py")
+    rows = table(stdout, "workers", "trials/hour (optimize)", "trials/hour vs row 1",
+                 "epochs/hour vs row 1")
     assert [name.split()[0] for name in rows] == ["K=1", "K=2"], rows
     assert ratio(rows[next(iter(rows))]["trials/hour vs row 1"]) == 1.0
     for row in rows.values():
         ratio(row["epochs/hour vs row 1"])
         ratio(row["trials/hour vs row 1"])
+    ceiling = table(stdout, "training processes", "s/epoch, each", "slowdown vs alone",
+                    "trainings/hour vs 1 alone")
+    assert list(ceiling) == ["1 alone", "2 at once"]
+    assert ratio(ceiling["1 alone"]["trainings/hour vs 1 alone"]) == 1.0
+    assert ratio(ceiling["2 at once"]["trainings/hour vs 1 alone"]) > 0
+
+
+@pytest.mark.slow
+def test_report_cost(tmp_path):
+    rows = table(run_quick(tmp_path, "report_cost.py"), "sampler seed", "study s", "report s",
+                 "report / study", "trainings")
+    assert list(rows) == ["0"]
+    row = rows["0"]
+    assert float(row["report / study"]) > 0
+    # --quick: the best's 2 curves, then 2 seeds of each arm of the best (at least no tricks)
+    assert int(row["trainings"]) >= 2 + 2
 
 
 def test_gpu_skips_without_cuda(tmp_path):

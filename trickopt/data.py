@@ -19,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.model_selection import train_test_split
 
 from trickopt.factories import resolve_factory
 from trickopt.tricks.scaling import scale_splits
@@ -98,6 +97,8 @@ def splits_from_arrays(x, y, config, *, task: str = "classification", test=None,
         >>> len(s.y_train), len(s.y_val), len(s.y_test), s.n_classes
         (60, 20, 20, 1)
     """
+    from sklearn.model_selection import train_test_split  # 2 s; a spawned worker never splits
+
     if task not in TASKS:
         raise DataError(f"task: must be one of {TASKS}; got {task!r}")
     x, y = np.asarray(x), np.asarray(y)

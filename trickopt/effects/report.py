@@ -77,7 +77,7 @@ class ArmResult:
     p_holm: float | None = None
     verdict: str = ""
     epochs: float = 0.0  # mean epochs trained
-    seconds: float = 0.0  # mean wall time per training
+    seconds: float = 0.0  # median wall time per training
     time_ratio: float = 1.0  # its wall time over the best's, on the seeds both have
 
 
@@ -225,7 +225,9 @@ def run_report(config, study: optuna.Study, queue: Queue, settings: Settings = S
     """Run the phases on `queue` (with `settings.workers` processes) and return the Report."""
     out = out if out is not None else sys.stdout  # looked up now: it may have been replaced
     with Workers(queue, settings.workers):
-        return _run_report(config, study, queue, settings, out, progress)
+        report = _run_report(config, study, queue, settings, out, progress)
+    queue.reconcile()  # every worker is done: what MLflow lacks of a killed run is rebuilt
+    return report
 
 
 def _run_report(config, study: optuna.Study, queue: Queue, settings: Settings, out: TextIO,
@@ -399,15 +401,17 @@ def _summarize(config, study, queue, settings, seeds, top, rows, chosen, params,
                            best_factor if arm in (BEST, NO_STOPPER) else arm_factor[arm],
                            epochs=statistics.mean(got[s].epochs for s in shared) if shared
                            else 0.0,
-                           seconds=statistics.mean(got[s].seconds for s in shared) if shared
-                           else 0.0)
+                           seconds=statistics.median(got[s].seconds for s in shared)
+                           if shared else 0.0)
         if arm == NO_STOPPER:
             result.off = ["stopper"]
         if arm != BEST:
             paired = [s for s in shared if s in best_scores]
             if paired:
-                result.time_ratio = (sum(got[s].seconds for s in paired) /
-                                     max(1e-9, sum(best[s].seconds for s in paired)))
+                # medians: a process's first training also pays torch's one-time set-up
+                result.time_ratio = (statistics.median(got[s].seconds for s in paired) /
+                                     max(1e-9, statistics.median(best[s].seconds
+                                                                 for s in paired)))
             if len(paired) >= 2:
                 result.effect = stats.effect([best_scores[s] for s in paired],
                                              [higher_is_better(got[s]) for s in paired])

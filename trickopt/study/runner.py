@@ -36,7 +36,7 @@ from trickopt.study.trials import (
     release_parent_claim,
     start_tracking,
 )
-from trickopt.study.workers import run_workers, threads_per_worker
+from trickopt.study.workers import optimize_share, run_workers, threads_per_worker
 from trickopt.tracking import events as ev
 from trickopt.urls import remember_secrets
 
@@ -119,18 +119,19 @@ def _run(config: StudyConfig, study: optuna.Study, storage, data, tracker, progr
     print(f"study {config.study.name!r}: {len(study.trials)} trials so far in "
           f"{result.storage}" + (f"; retrying trials {result.recovered_trials} of a dead worker"
                                  if result.recovered_trials else ""), file=out, flush=True)
-    kept: dict[int, dict] = {}  # the best trial's weights, where this process trained it
+    kept: dict[int, dict] = {}  # the best trial's weights, where this command trained it
     try:
         with phase("optimize"):
-            if config.study.workers == 1:
-                if config.train.threads is None:
-                    torch.set_num_threads(threads_per_worker(1))
+            workers = min(config.study.workers, config.study.n_trials)  # each has a trial
+            _set_threads(config, workers)
+            if workers == 1:
                 kept = optimize_here(config, study, tracker, config.study.n_trials,
                                      progress=progress, data=data)
             else:
-                _optimize_in_workers(config, study, progress)
+                kept = _optimize_in_workers(config, study, tracker, data, progress)
     except KeyboardInterrupt:
         result.interrupted = True
+    _set_threads(config, 1)  # what follows trains alone
     result.recovered_trials += _recover(study, storage, tracker)
     _count(study, config, result)
     with phase("importances"):
@@ -180,7 +181,16 @@ def _report(config: StudyConfig, study: optuna.Study, storage, tracker, progress
     return result.report.chosen_trial
 
 
-def _optimize_in_workers(config: StudyConfig, study: optuna.Study, progress: bool) -> None:
+def _set_threads(config: StudyConfig, workers: int) -> None:
+    """This process's torch threads while `workers` processes train (train.threads rules)."""
+    if config.train.threads is None:
+        torch.set_num_threads(threads_per_worker(workers))
+
+
+def _optimize_in_workers(config: StudyConfig, study: optuna.Study, tracker, data,
+                         progress: bool) -> dict[int, dict]:
+    """This process is worker 0 and trains alongside the spawned ones; one bar counts the
+    trials of all."""
     done = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
     start = len(study.get_trials(deepcopy=False, states=done))
     bar = Progress(config.study.n_trials, study, enabled=progress)
@@ -190,8 +200,11 @@ def _optimize_in_workers(config: StudyConfig, study: optuna.Study, progress: boo
         if finished > bar.bar.n:
             bar.bar.update(finished - bar.bar.n)
 
+    def here(slots) -> dict[int, dict]:
+        return optimize_share(config, study, tracker, slots, data=data, on_trial=tick)
+
     try:
-        run_workers(config, config.study.n_trials, on_tick=tick)
+        return run_workers(config, config.study.n_trials, on_tick=tick, here=here, data=data)
     finally:
         tick()
         bar.close()

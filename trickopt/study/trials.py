@@ -11,6 +11,7 @@ import dataclasses
 import hashlib
 import json
 import time
+from collections.abc import Callable
 
 import optuna
 
@@ -157,15 +158,23 @@ def _claim(storage, marker: str) -> bool:
 
 
 def optimize_here(config: StudyConfig, study: optuna.Study, tracker, n_trials: int, *,
-                  progress: bool, data=None) -> dict[int, dict]:
-    """Run `n_trials` trials in this process. Returns the weights of the best trial it
-    completed, {number: state_dict}, for the refit."""
+                  progress: bool, data=None, more: Callable[[], bool] | None = None,
+                  on_trial: Callable[[], None] | None = None) -> dict[int, dict]:
+    """Run `n_trials` trials in this process; with `more`, then one more each time `more()`
+    grants one, until it refuses (the processes of one command sharing its trials).
+    `on_trial()` runs after each trial. Returns the weights of the best trial it completed,
+    {number: state_dict}, for the refit."""
     data = data if data is not None else load_data(config.data)
     bar = Progress(n_trials, study, enabled=progress)
     objective = Objective(config, data, tracker)
+    callbacks: list[Callable] = [bar]
+    if on_trial is not None:
+        callbacks.append(lambda study, trial: on_trial())
+    if more is not None:
+        callbacks.append(_stop_after(n_trials, more))
     try:
-        study.optimize(objective, n_trials=n_trials, timeout=config.study.timeout,
-                       catch=(Exception,), callbacks=[bar])
+        study.optimize(objective, n_trials=n_trials if more is None else None,
+                       timeout=config.study.timeout, catch=(Exception,), callbacks=callbacks)
     except Exception as exc:
         # Optuna reports a storage write that failed (a full disk) as an AssertionError of
         # its own, the OSError only in its context: the OSError is what the user must see.
@@ -176,6 +185,19 @@ def optimize_here(config: StudyConfig, study: optuna.Study, tracker, n_trials: i
     finally:
         bar.close()
     return objective.best_weights
+
+
+def _stop_after(n_trials: int, more: Callable[[], bool]) -> Callable:
+    """An Optuna callback that stops the study's loop after n_trials trials, and after each
+    later one, unless `more()` grants another."""
+    left = n_trials
+
+    def after_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        nonlocal left
+        left -= 1
+        if left <= 0 and not more():
+            study.stop()
+    return after_trial
 
 
 def _os_error_within(exc: BaseException | None) -> OSError | None:

@@ -5,12 +5,20 @@ Unlike the other trick modules this one uses scikit-learn: its `MinMaxScaler` an
 Inputs are 2-D, (n_samples, n_features); image-shaped data is flattened by the caller
 before scaling and reshaped after. A constant feature has no spread to divide by: as in
 sklearn, it is only shifted (0 on the training split), never turned into nan.
+
+scikit-learn is imported when a scaler is made, not with this module: it costs 2 s (scipy's
+statistics come with it), and a study's spawned workers, handed the coordinator's scaled
+splits, never scale anything.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-from sklearn.preprocessing import MinMaxScaler, StandardScaler
+
+if TYPE_CHECKING:
+    from sklearn.preprocessing import MinMaxScaler, StandardScaler
 
 SCALINGS = ("none", "min-max", "z-score")
 _ALIASES = {
@@ -47,11 +55,11 @@ def create_scaler(kind: str) -> MinMaxScaler | StandardScaler | None:
         MinMaxScaler()
     """
     name = canonical_scaling(kind)
-    if name == "min-max":
-        return MinMaxScaler()
-    if name == "z-score":
-        return StandardScaler()
-    return None
+    if name == "none":
+        return None
+    from sklearn.preprocessing import MinMaxScaler, StandardScaler
+
+    return MinMaxScaler() if name == "min-max" else StandardScaler()
 
 
 def _as_2d_float(array: np.ndarray, what: str) -> np.ndarray:
