@@ -12,6 +12,9 @@ the result. So nothing here is a queue of our own, and what the study has, the r
 * crash recovery: a job whose process died is failed and re-queued with the same attributes
   (`trickopt.study.recovery`, Optuna's retry callback), as a dead trial is;
 * MLflow: each job is a child run of the study's parent run, tagged phase, arm and seed.
+
+A comparison study's re-runs (`trickopt.effects.compare`) are jobs of `<study>.compare` in the
+same way (`Queue.kind`).
 """
 
 from __future__ import annotations
@@ -30,8 +33,8 @@ from trickopt.data import load_data
 from trickopt.effects.replay import Rule, replay, train_curve
 from trickopt.models import seeded_model
 from trickopt.study import space
-from trickopt.study.recovery import WORKER_ATTR, fail_dead_trials, worker_identity
-from trickopt.tracking.events import FailRuns
+from trickopt.study.recovery import WORKER_ATTR, fail_dead_trials, is_dead_here, worker_identity
+from trickopt.tracking.events import FailRuns, Reconcile, TrialRecord
 from trickopt.train import evaluate, fit, score_name
 
 JOB_ATTR, RESULT_ATTR = "job", "result"
@@ -89,11 +92,16 @@ class Job:
     lr_factor: float = 1.0
     curve: bool = False
     phase: str = "ablation"
+    # The Optuna study whose trial `base` is, where it is not the study itself (a comparison's
+    # tuning study of one scientific value): part of the key.
+    source: str = ""
+    tags: dict = field(default_factory=dict)  # added to its MLflow run's tags
 
     @property
     def key(self) -> str:
         """What makes two jobs the same training (the arm's name is only a label)."""
-        return (f"trial{self.base}|off={','.join(sorted(self.off))}|lr*{self.lr_factor:g}|"
+        return (f"{self.source + '|' if self.source else ''}"
+                f"trial{self.base}|off={','.join(sorted(self.off))}|lr*{self.lr_factor:g}|"
                 f"seed{self.seed}|{'curve' if self.curve else 'live'}")
 
     def run_config(self, base_run):
@@ -135,6 +143,14 @@ class Queue:
     config: object  # the StudyConfig
     tracker: object | None = None
     data_cache: dict = field(default_factory=dict)
+    # What the trainings are for: "report" (the trick-effect report) or "compare" (a
+    # comparison study's re-runs). It names the companion study `<study>.<kind>`, and the
+    # child runs: keyed `<kind>-<trial>`, tagged phase=<kind> and `trickopt.<kind>_trial`.
+    kind: str = "report"
+
+    @property
+    def trial_tag(self) -> str:
+        return f"trickopt.{self.kind}_trial"  # REPORT_TRIAL_TAG for the report
 
     # -- the coordinator's side --------------------------------------------------------------
     def enqueue(self, jobs: list[Job]) -> int:
@@ -176,8 +192,33 @@ class Queue:
         runs as FAILED (the retries get runs of their own)."""
         failed = fail_dead_trials(self.study, self.storage)
         if failed and self.tracker is not None:
-            self.tracker.send(FailRuns(REPORT_TRIAL_TAG, [str(n) for n in failed]))
+            self.tracker.send(FailRuns(self.trial_tag, [str(n) for n in failed]))
         return failed
+
+    def reconcile(self) -> None:
+        """Make MLflow agree with the companion study once its jobs are done: a job whose
+        process was killed (kill -9) may have finished in the storage while its run's events
+        died with it; such a run is rebuilt from the storage, one left RUNNING is closed."""
+        if self.tracker is None:
+            return
+        records = []
+        for trial in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,
+                                                                   TrialState.FAIL)):
+            job, result = trial.user_attrs.get(JOB_ATTR), trial.user_attrs.get(RESULT_ATTR)
+            if job is None:
+                continue
+            tags = {"phase": self.kind, f"{self.kind}.phase": str(job["phase"]),
+                    "arm": str(job["arm"]), "seed": str(job["seed"]),
+                    **{k: str(v) for k, v in job.get("tags", {}).items()}}
+            metrics = {}
+            if result is not None:
+                metrics = {"test_loss": result["test_loss"], "best_epoch": result["best_epoch"],
+                           "epochs_trained": result["epochs"],
+                           f"test_{score_name(result['task'])}": result["test_score"]}
+            records.append(TrialRecord(
+                trial.number, trial.state.name, {k: str(v) for k, v in job["params"].items()},
+                tags, metrics, {}, is_dead_here(trial.user_attrs.get(WORKER_ATTR, ""))))
+        self.tracker.send(Reconcile(records, self.trial_tag, self.kind))
 
     # -- every worker's side -----------------------------------------------------------------
     def work(self, *, on_done: Callable[[Outcome | None, Job], None] | None = None) -> int:
@@ -209,11 +250,13 @@ class Queue:
     def _run(self, trial: optuna.Trial, job: Job) -> Outcome | None:
         run = None
         if self.tracker is not None:
+            kind = self.kind
             run = self.tracker.start_run(
-                f"report-{trial.number}", f"report {job.arm} seed {job.seed}"
+                f"{kind}-{trial.number}", f"{kind} {job.arm} seed {job.seed}"
                 + (f" lr x{job.lr_factor:g}" if job.lr_factor != 1 else ""),
-                {"phase": "report", "report.phase": job.phase, "arm": job.arm,
-                 "seed": job.seed, "lr_factor": job.lr_factor, REPORT_TRIAL_TAG: trial.number},
+                {"phase": kind, f"{kind}.phase": job.phase, "arm": job.arm,
+                 "seed": job.seed, "lr_factor": job.lr_factor, self.trial_tag: trial.number,
+                 **job.tags},
                 {"off": ",".join(job.off) or "none", **job.params})
         try:
             outcome = train_job(self.config, job, self._data(job), trial.number, run)
@@ -224,7 +267,7 @@ class Queue:
             if run is not None:
                 run.end("FAIL", metrics={}, tags={"error": error})
             if isinstance(exc, Exception):
-                print(f"warning: report job {job.arm}, seed {job.seed} failed: {error}",
+                print(f"warning: {self.kind} job {job.arm}, seed {job.seed} failed: {error}",
                       flush=True)
                 return None
             raise
@@ -286,9 +329,9 @@ def higher_is_better(outcome: Outcome) -> float:
     return outcome.test_score if score_name(outcome.task) == "accuracy" else -outcome.test_score
 
 
-def open_queue(config, storage, tracker=None) -> Queue:
-    """The companion study `<study>.report` (created if new) as a Queue."""
-    name = f"{config.study.name}.report"
+def open_queue(config, storage, tracker=None, *, kind: str = "report") -> Queue:
+    """The companion study `<study>.<kind>` (created if new) as a Queue."""
+    name = f"{config.study.name}.{kind}"
     try:
         storage.get_study_id_from_name(name)
         study = optuna.load_study(study_name=name, storage=storage)
@@ -297,7 +340,7 @@ def open_queue(config, storage, tracker=None) -> Queue:
             study = optuna.create_study(study_name=name, storage=storage)
         except optuna.exceptions.DuplicatedStudyError:
             study = optuna.load_study(study_name=name, storage=storage)
-    return Queue(study, storage, config, tracker)
+    return Queue(study, storage, config, tracker, kind=kind)
 
 
 POLL_SECONDS = 0.5  # how often an idle worker looks for new jobs

@@ -24,12 +24,16 @@ def save_report(report: Report, folder: Path) -> dict[str, Path]:
         files[name], plots[title] = path, name
     for name, text in (("report.md", as_markdown(report, plots)),
                        ("report.json", as_json(report))):
-        path = folder / name
-        partial = path.with_suffix(path.suffix + ".partial")
-        partial.write_text(text)
-        partial.replace(path)
-        files[name] = path
+        files[name] = write_whole(folder / name, text)
     return files
+
+
+def write_whole(path: Path, text: str) -> Path:
+    """Write `text` to `path` whole or not at all: a temporary file, renamed."""
+    partial = path.with_suffix(path.suffix + ".partial")
+    partial.write_text(text)
+    partial.replace(path)
+    return path
 
 
 def _plots(report: Report):

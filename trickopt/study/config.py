@@ -44,6 +44,7 @@ from trickopt.study.space import (
     Range,
     parse_model_params,
     parse_search,
+    suggest,
 )
 from trickopt.tricks.constraints import (
     BOOL,
@@ -207,6 +208,134 @@ def parse_report(raw: Any, errors: list[str]) -> ReportSection:
     return parse_section(ReportSection, raw, "report", errors)
 
 
+@dataclass
+class CompareSection:
+    """`compare:` makes the file a comparison study (`python -m trickopt.compare`, the Deep
+    Learning Tuning Playbook's split): the values of the *scientific* knob (one knob, or two
+    crossed) are compared, each with the *nuisance* knobs tuned on its own with the same
+    budget, every other knob fixed; then each value's best is re-run on paired seeds. Off
+    without the section. In a file with it, `search` starts from the nuisance knobs alone
+    (one not in the file takes its range from the all-tricks space), not from all tricks."""
+
+    enabled: bool = True
+    scientific: dict = field(default_factory=dict)  # {knob: [values]}: one or two knobs
+    nuisance: list[str] = field(default_factory=lambda: ["lr"])  # tuned per scientific value
+    trials: int = 8  # nuisance-tuning trials per scientific value: the equal budget
+    seeds: int = 6  # paired seeds 1..seeds of the re-runs
+
+    def check(self, prefix: str) -> list[str]:
+        errors = check_fields(self, prefix, {"trials": integer(1), "seeds": integer(2)})
+        if not self.enabled:
+            return errors
+        field_ = f"{prefix}.scientific"
+        if not self.scientific or len(self.scientific) > MAX_SCIENTIFIC:
+            errors.append(must_be(f"{field_}:", "a mapping of one or two knobs to their "
+                                  "values, e.g. {norm: [batch, layer]}", self.scientific))
+        combinations = 1
+        for knob, values in self.scientific.items():
+            errors += _scientific_errors(field_, knob, values)
+            combinations *= len(values) if isinstance(values, list) else 1
+        if self.scientific and combinations < 2:
+            errors.append(must_be(f"{field_}:", "at least two values to compare",
+                                  self.scientific))
+        if not self.nuisance or len(set(map(str, self.nuisance))) != len(self.nuisance):
+            errors.append(must_be(f"{prefix}.nuisance:", "a list of distinct knobs to tune per "
+                                  "scientific value, e.g. [lr]", self.nuisance))
+        for knob in set(self.nuisance) & set(self.scientific):
+            errors.append(f"{prefix}.nuisance: {knob} is scientific (compare.scientific); a "
+                          "knob is one or the other")
+        return errors
+
+
+MAX_SCIENTIFIC = 2  # one knob, or two crossed
+
+
+def _scientific_errors(field_: str, knob: Any, values: Any) -> list[str]:
+    if knob not in PARAMS:
+        return [unknown(field_, knob, "knob", PARAMS)]
+    if not isinstance(values, list) or not values or \
+            any(isinstance(v, (dict, list)) for v in values):
+        return [must_be(f"{field_}.{knob}:", "a non-empty list of values", values)]
+    errors: list[str] = []
+    for value in values:  # each as the search space checks a fixed value of the knob
+        parse_search({knob: value}, field_, errors)
+    if len({shown(v) for v in values}) != len(values):
+        errors.append(must_be(f"{field_}.{knob}:", "distinct values", values))
+    return errors
+
+
+def parse_compare(raw: Any, errors: list[str]) -> CompareSection:
+    """The `compare:` section; its scientific values as the search space holds them (an int
+    given for a float knob becomes a float)."""
+    if raw is None or raw is False:
+        return CompareSection(enabled=False)
+    section = parse_section(CompareSection, raw, "compare", errors)
+    if section.enabled and isinstance(section.scientific, dict):
+        converted = {}
+        for knob, values in section.scientific.items():
+            if knob in PARAMS and isinstance(values, list):
+                converted[knob] = [parse_search({knob: v}, "", []).get(knob, v) for v in values]
+        section.scientific = converted
+    return section
+
+
+def compare_search(compare: CompareSection, raw_search: Any, errors: list[str]) -> dict:
+    """The `search` mapping a comparison study starts from: its nuisance knobs' ranges in the
+    all-tricks space, under the file's own entries; the scientific knob is not the file's."""
+    if not isinstance(raw_search, dict):
+        return raw_search
+    for knob in compare.scientific:
+        if knob in raw_search:
+            errors.append(f"search.{knob}: {knob} is compare.scientific's knob; its values are "
+                          "listed there (remove it from search)")
+    base = {knob: ALL_TRICKS[knob] for knob in compare.nuisance if knob in ALL_TRICKS}
+    return {**base, **{k: v for k, v in raw_search.items() if k not in compare.scientific}}
+
+
+def _check_compare_search(compare: CompareSection, search: dict, model_params: Any,
+                          errors: list[str]) -> None:
+    """Nuisance knobs searched, scientific ones set per value, every other knob fixed."""
+    own = {name for name, spec in model_params.items() if isinstance(spec, dict)
+           and _is_distribution(spec)} if isinstance(model_params, dict) else set()
+    for knob in compare.nuisance:
+        if knob in own:
+            continue
+        allowed = "searched (a range {low, high} or {choices: [...]}): compare.nuisance " \
+                  "lists it"
+        if knob not in PARAMS:
+            errors.append(unknown("compare.nuisance", knob, "knob",
+                                  [*PARAMS, "a searched model.params knob"]))
+        elif knob not in search:
+            errors.append(f"search.{knob}: must be {allowed}; it is not in search")
+        elif not isinstance(search[knob], (Range, Choice)):
+            errors.append(must_be(f"search.{knob}:", allowed, search[knob]))
+    tuned = set(compare.nuisance) | set(compare.scientific)
+    for knob, spec in search.items():
+        if isinstance(spec, (Range, Choice)) and knob not in tuned:
+            errors.append(f"search.{knob} is searched but is neither scientific nor nuisance: "
+                          "fix it to one value or list it under compare.nuisance")
+    for knob in sorted(own - tuned):
+        errors.append(f"model.params.{knob} is searched but is neither scientific nor "
+                      "nuisance: fix it to one value or list it under compare.nuisance")
+
+
+def _check_scientific_active(compare: CompareSection, search: dict, run: RunConfig,
+                             errors: list[str]) -> None:
+    """A scientific knob whose parent is fixed to a value that leaves it inactive (momentum
+    with adam, say) would train the same model for every value: refused."""
+    fixed = {k: v for k, v in search.items() if not isinstance(v, (Range, Choice))}
+    for knob, values in compare.scientific.items():
+        parent = PARAMS[knob].parent
+        if parent is None or parent in compare.scientific or \
+                isinstance(search.get(parent), (Range, Choice)):
+            continue
+        if knob not in suggest(None, {**fixed, knob: values[0]}, run):
+            errors.append(f"compare.scientific.{knob}: only acts where {parent} is one of "
+                          f"{', '.join(map(str, PARAMS[knob].parent_values))}; the study fixes "
+                          f"it otherwise (set search.{parent}), so every value would train the "
+                          "same model")
+
+
 def max_workers() -> int:
     """One worker per core, or per GPU where there are more GPUs than cores."""
     try:
@@ -233,6 +362,7 @@ class StudyConfig:
     tracking: TrackingSection = field(default_factory=TrackingSection)
     refit: str = "train_val"
     report: ReportSection = field(default_factory=lambda: ReportSection(enabled=False))
+    compare: CompareSection = field(default_factory=lambda: CompareSection(enabled=False))
     source: str | None = None  # the study file, or None for the built-in default
     raw: dict = field(default_factory=dict)  # the merged mapping, logged as an artifact
 
@@ -242,7 +372,7 @@ class StudyConfig:
 
 
 SECTIONS = ("extends", "data", "model", "train", "search", "study", "tracking", "refit",
-            "report")
+            "report", "compare")
 
 
 def create_sampler(name: str, params: dict, seed: int | None):
@@ -376,10 +506,19 @@ def parse_study_config(raw: dict, *, source: str | None = None, model: Callable 
         if function is not None:
             run[section].factory = _given_factory(function, section, raw, errors)
     raw_search = raw.get("search", {})
-    # A study file starts from all tricks; no file at all is the default study.
+    # A study file starts from all tricks; no file at all is the default study; a comparison
+    # study from its nuisance knobs (every other knob is fixed there).
     base_search = ALL_TRICKS if source is not None else DEFAULT_STUDY_SEARCH
+    compare = parse_compare(raw.get("compare"), errors)
+    if compare.enabled:
+        base_search, raw_search = {}, compare_search(compare, raw_search, errors)
     search = parse_search({**base_search, **raw_search} if isinstance(raw_search, dict)
                           else raw_search, "search", errors)
+    if compare.enabled:
+        _check_compare_search(compare, search, run["model"].params, errors)
+        # A plain study of the file (python -m trickopt.study) searches the values too.
+        search.update({knob: Choice(tuple(values))
+                       for knob, values in compare.scientific.items()})
     study = parse_section(StudySection, raw.get("study"), "study", errors)
     tracking = parse_section(TrackingSection, raw.get("tracking"), "tracking", errors)
     refit = raw.get("refit", "train_val")
@@ -390,10 +529,12 @@ def parse_study_config(raw: dict, *, source: str | None = None, model: Callable 
         add_search_dir(Path(source).parent if source is not None else Path.cwd())
         search.update(_model_knobs(run["model"], search, errors))
         _check_data_factory(run["data"], errors)
+    if not errors and compare.enabled:
+        _check_scientific_active(compare, search, RunConfig(**run), errors)
     if errors:
         raise ConfigError(errors)
     return StudyConfig(**run, search=search, study=study, tracking=tracking, refit=refit,
-                       report=report, source=source, raw=raw)
+                       report=report, compare=compare, source=source, raw=raw)
 
 
 def _check_data_factory(data: DataConfig, errors: list[str]) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from typing import Any
 
 import optuna
@@ -46,11 +47,22 @@ def decided_params(trial, config) -> tuple[dict[str, Any], Any]:
     return params, space.apply(config.run, params)
 
 
-class Objective:
-    """The callable Optuna optimizes; one instance serves every trial of a worker."""
+def study_run(number: int) -> tuple[str, dict[str, Any]]:
+    """A study trial's child run: its key (unique in the process) and its tags."""
+    return f"trial-{number}", {TRIAL_TAG: number}
 
-    def __init__(self, config, data, tracker):
+
+class Objective:
+    """The callable Optuna optimizes; one instance serves every trial of a worker.
+
+    `child_run(number)` gives the key and tags of a trial's MLflow child run: `study_run`
+    for the study's own trials; the trials of another Optuna study tracked under the same
+    parent (a comparison's tuning studies) must not carry the study's trial tag."""
+
+    def __init__(self, config, data, tracker, *,
+                 child_run: Callable[[int], tuple[str, dict[str, Any]]] = study_run):
         self.config, self.data, self.tracker = config, data, tracker
+        self.child_run = child_run
         self.metric = config.study.metric
         self.worker = worker_identity()
         # The weights of the best trial this process completed, {number: state_dict} on the
@@ -65,10 +77,9 @@ class Objective:
         trial.set_user_attr(PARAMS_ATTR, params)
         run = None
         if self.tracker is not None:  # written by the tracking process while this one trains
-            run = self.tracker.start_run(
-                f"trial-{trial.number}", f"trial-{trial.number}",
-                {TRIAL_TAG: trial.number, "optuna.state": "RUNNING"},
-                {**params, **flatten_config(run_config)})
+            key, tags = self.child_run(trial.number)
+            run = self.tracker.start_run(key, key, {**tags, "optuna.state": "RUNNING"},
+                                         {**params, **flatten_config(run_config)})
         try:
             history = self._train(trial, run_config, run)
         except BaseException as exc:

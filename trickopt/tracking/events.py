@@ -89,8 +89,12 @@ class Reconcile:
     """Make MLflow agree with the Optuna storage after a process died mid-study: a finished
     trial whose run is still RUNNING is closed with its state; one whose run never reached
     the store (its events died with its process: `worker_gone`) gets a run rebuilt from its
-    record. `trials`: every trial that is no longer running."""
+    record. `trials`: every trial that is no longer running. `tag` names the trial number on
+    a run, `name` the rebuilt run (`<name>-<number>`): the study's trials by default, or the
+    jobs of a report (`trickopt.report_trial`, "report")."""
     trials: list[TrialRecord]
+    tag: str = TRIAL_TAG
+    name: str = "trial"
 
 
 @dataclass(frozen=True)

@@ -197,7 +197,7 @@ class Writer:
                 self.client.log_artifact(self.parent_run_id, str(path), "plots")
 
     def _reconcile(self, event: ev.Reconcile) -> None:
-        runs = self._trial_runs()
+        runs = self._trial_runs(event.tag)
         mine = set(self.runs.values())
         for record in event.trials:
             run = runs.get(record.number)
@@ -211,7 +211,7 @@ class Writer:
             now = int(time.time() * 1000)
             metrics = [Metric(k, v, now, 0) for k, v in record.metrics.items()]
             if run is None:  # its events died with its process: rebuilt from the storage
-                run_id = self._create_trial_run(record.number, {})
+                run_id = self._create_trial_run(record.number, {}, event.tag, event.name)
                 tags["trickopt.rebuilt"] = ("from the Optuna storage; per-epoch curves other "
                                             "than the reported metric were lost")
                 metrics += [Metric("reported_value", v, now, step)
@@ -234,22 +234,23 @@ class Writer:
                 self.client.set_tag(run.info.run_id, "stop_reason", "worker_died")
                 self.client.set_terminated(run.info.run_id, status="FAILED")
 
-    def _trial_runs(self) -> dict:
-        """{trial number: its run} among the study's child runs in the store."""
+    def _trial_runs(self, tag: str = ev.TRIAL_TAG) -> dict:
+        """{trial number (its tag `tag`): its run} among the study's child runs in the store."""
         runs = {}
         for run in self.client.search_runs(
                 [self.experiment_id], filter_string=f"tags.`{ev.STUDY_TAG}` = "
                                                     f"'{self.study_name}'", max_results=50_000):
-            number = run.data.tags.get(ev.TRIAL_TAG, "")
+            number = run.data.tags.get(tag, "")
             if number.isdigit() and "trickopt.refit" not in run.data.tags:
                 runs[int(number)] = run
         return runs
 
-    def _create_trial_run(self, number: int, tags: dict[str, str]) -> str:
+    def _create_trial_run(self, number: int, tags: dict[str, str], tag: str = ev.TRIAL_TAG,
+                          name: str = "trial") -> str:
         return self.client.create_run(
-            self.experiment_id, run_name=f"trial-{number}",
+            self.experiment_id, run_name=f"{name}-{number}",
             tags={"mlflow.parentRunId": self.parent_run_id, ev.STUDY_TAG: self.study_name,
-                  ev.TRIAL_TAG: str(number), **tags}).info.run_id
+                  tag: str(number), **tags}).info.run_id
 
     def _end_parent(self, event: ev.EndParent) -> None:
         self.client.set_terminated(self.parent_run_id, status=event.status)

@@ -1,0 +1,217 @@
+"""`python -m trickopt.compare`: the `compare:` section's refusals, the choice of the reference
+and the statistics on made-up outcomes, and tiny comparisons end to end (equal budgets, paired
+re-runs, resume, MLflow)."""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from pathlib import Path
+
+import optuna
+import pytest
+from cli_helpers import run_main
+
+from trickopt.compare import main as compare_main
+from trickopt.effects.compare import Tuning, combinations, compare_values, label
+from trickopt.effects.jobs import JOB_ATTR, Job, Outcome
+from trickopt.study.config import load_study_config
+from trickopt.study.space import Choice, Range
+from trickopt.study.storage import open_storage
+
+TINY = """\
+data: {name: digits}
+model: {arch: mlp, width: 16, depth: 1}
+train: {max_epochs: 3, stopper: none, stopper_params: {}}
+search: {lr: {low: 1.0e-3, high: 1.0e-1, log: true}}
+study: {name: tiny, seed: 0, pruner: none}
+tracking: {enabled: false}
+compare: {scientific: {norm: [batch, none]}, nuisance: [lr], trials: 2, seeds: 2}
+"""
+
+
+def _study_file(tmp_path: Path, text: str = TINY) -> Path:
+    path = tmp_path / "study.yaml"
+    path.write_text(text)
+    return path
+
+
+# -- the section -----------------------------------------------------------------------------
+@pytest.mark.parametrize("override, expected", [
+    ("compare=null", "error: compare: "),  # no section: not a comparison study
+    ("compare.scientific={nrm: [batch, layer]}", "error: compare.scientific.nrm: unknown knob"),
+    ("compare.scientific={norm: [batch, instance]}",
+     "error: compare.scientific.norm: must be one of"),
+    ("compare.scientific={norm: [batch]}", "error: compare.scientific: must be at least two "
+                                           "values to compare"),
+    ("compare.seeds=1", "error: compare.seeds: must be an int >= 2; got 1"),
+    ("compare.trials=0", "error: compare.trials: must be an int >= 1; got 0"),
+    ("search.lr=0.01", "error: search.lr: must be searched"),
+    ("search.dropout={low: 0.0, high: 0.5}",
+     "error: search.dropout is searched but is neither scientific nor nuisance: fix it to one "
+     "value or list it under compare.nuisance"),
+    ("search.norm=batch", "error: search.norm: norm is compare.scientific's knob"),
+    ("compare.scientific={momentum: [0.5, 0.9]}",  # adam by default: momentum never acts
+     "error: compare.scientific.momentum: only acts where optimizer is one of sgd"),
+])
+def test_bad_compare_sections_are_one_line_exit_2_and_create_nothing(tmp_path, override,
+                                                                     expected):
+    path = _study_file(tmp_path)
+    done = run_main(compare_main, tmp_path, [str(path), "--set", override, "--no-progress"])
+    assert done.returncode == 2
+    assert done.stderr.startswith(expected) and len(done.stderr.strip().splitlines()) == 1, \
+        done.stderr
+    assert list(tmp_path.iterdir()) == [path]
+
+
+def test_a_comparison_file_searches_its_nuisance_knobs_and_fixes_the_rest(tmp_path):
+    config = load_study_config(_study_file(tmp_path), ["compare.nuisance=[lr, optimizer]"])
+    # lr from the file, optimizer from the all-tricks range; norm's values for a plain study
+    assert config.search == {"lr": Range(1e-3, 1e-1, log=True),
+                             "optimizer": Choice(("sgd", "adam", "adamw")),
+                             "norm": Choice(("batch", "none"))}
+    assert combinations({"norm": ["batch", "layer"], "batch_size": [8, 32]}) == [
+        {"norm": "batch", "batch_size": 8}, {"norm": "batch", "batch_size": 32},
+        {"norm": "layer", "batch_size": 8}, {"norm": "layer", "batch_size": 32}]
+    assert label({"norm": "batch", "batch_size": 32}) == "norm=batch,batch_size=32"
+
+
+def test_a_report_job_keeps_its_key():
+    """The report's resume finds its finished jobs by key: a job without `source` keeps it."""
+    assert Job("no norm", 2, {"lr": 0.1}, 3, ("norm",), 0.5).key == \
+        "trial3|off=norm|lr*0.5|seed2|live"
+    assert Job("a", 2, {}, 3, source="s.compare.norm=batch").key == \
+        "s.compare.norm=batch|trial3|off=|lr*1|seed2|live"
+
+
+# -- the statistics, on made-up outcomes -----------------------------------------------------
+def _tuning(name: str, best: int | None = 0) -> Tuning:
+    return Tuning(name, {"norm": name}, f"s.compare.{name}", 2, 2, 0, best, 0.5, {}, {})
+
+
+def _outcomes(name: str, val: list[float], test: list[float]) -> dict[int, Outcome]:
+    return {seed: Outcome(f"{name}{seed}", name, seed, 0.1, t, v, 3, 3, 0.1)
+            for seed, (v, t) in enumerate(zip(val, test), start=1)}
+
+
+def test_the_reference_is_chosen_on_validation_and_the_others_compared_on_test():
+    # B has the best mean val_loss (0.20) though A scores higher on test: B is the reference.
+    outcomes = {"A": _outcomes("A", [0.30] * 4, [0.99, 0.99, 0.99, 0.99]),
+                "B": _outcomes("B", [0.19, 0.21, 0.20, 0.20], [0.90, 0.92, 0.94, 0.96]),
+                "C": _outcomes("C", [0.25] * 4, [0.85, 0.86, 0.88, 0.89])}
+    tunings = [_tuning("A"), _tuning("B"), _tuning("C"), _tuning("D", best=None)]
+    values, reference, delta = compare_values(tunings, outcomes, maximize=False)
+    assert reference == "B"
+    assert delta == pytest.approx(0.5 * math.sqrt(0.002 / 3))  # half B's SD over seeds
+    by = {v.label: v for v in values}
+    assert by["B"].verdict == "reference" and by["B"].effect is None
+    # B - A: -0.09, -0.07, -0.05, -0.03; A better on every seed: "hurts" (the value is better)
+    a = by["A"].effect
+    assert a.mean == pytest.approx(-0.06) and a.win_rate == 0.0 and a.high < 0
+    assert by["A"].verdict == "hurts"
+    # B - C: 0.05, 0.06, 0.06, 0.07: B better on every seed
+    c = by["C"].effect
+    assert c.mean == pytest.approx(0.06) and c.win_rate == 1.0 and c.low > 0
+    assert by["C"].verdict == "helps"
+    # 4 seeds all one way: Wilcoxon's exact two-sided p is 2 / 2^4; Holm doubles the smaller
+    assert a.p_value == pytest.approx(0.125) and c.p_value == pytest.approx(0.125)
+    assert by["A"].p_holm == pytest.approx(0.25) and by["C"].p_holm == pytest.approx(0.25)
+    assert by["D"].verdict == "not compared: no tuning trial completed"
+    assert by["D"].seeds == [] and by["D"].effect is None
+    # A maximized metric picks the largest mean instead
+    assert compare_values(tunings, outcomes, maximize=True)[1] == "A"
+
+
+# -- end to end ------------------------------------------------------------------------------
+def _rule(effect: dict, delta: float) -> str:
+    """The verdict rule as the README states it, written out again."""
+    if effect["low"] > 0 and effect["win_rate"] >= 0.75:
+        return "helps"
+    if effect["high"] < 0 and effect["win_rate"] <= 0.25:
+        return "hurts"
+    if -delta <= effect["low"] and effect["high"] <= delta:
+        return "negligible"
+    return "inconclusive"
+
+
+def _trials(tmp_path: Path, name: str, states=None) -> list[optuna.trial.FrozenTrial]:
+    storage = open_storage(f"journal:{tmp_path / 'trickopt.journal'}")
+    return optuna.load_study(study_name=name, storage=storage).get_trials(states=states)
+
+
+def test_a_tiny_comparison_end_to_end_and_its_rerun_trains_nothing(tmp_path):
+    path = _study_file(tmp_path)
+    done = run_main(compare_main, tmp_path, [str(path), "--no-progress"])
+    assert done.returncode == 0, done.stderr
+    assert "4 tuning trials and 4 re-runs of up to 3 epochs" in done.stdout  # told first
+    assert "this run: 4 tuning trials and 4 re-runs" in done.stdout
+    folder = tmp_path / "compare-tiny"
+    data = json.loads((folder / "report.json").read_text())
+    finished = (optuna.trial.TrialState.COMPLETE,)
+    for norm in ("batch", "none"):  # the same budget, the value fixed in every trial
+        tuning = _trials(tmp_path, f"tiny.compare.norm={norm}")
+        assert len(tuning) == 2 and all(t.state in finished for t in tuning)
+        assert {t.user_attrs["params"]["norm"] for t in tuning} == {norm}
+    reruns = _trials(tmp_path, "tiny.compare", finished)
+    assert sorted((t.user_attrs["arm"], t.user_attrs["seed"]) for t in reruns) == [
+        ("norm=batch", 1), ("norm=batch", 2), ("norm=none", 1), ("norm=none", 2)]
+    values = {v["label"]: v for v in data["values"]}
+    for name, v in values.items():  # each re-run is its value's best tuning trial
+        best = min(_trials(tmp_path, f"tiny.compare.{name}"), key=lambda t: t.value)
+        assert {t.user_attrs[JOB_ATTR]["base"] for t in reruns
+                if t.user_attrs["arm"] == name} == {best.number}
+        assert v["seeds"] == [1, 2] and len(v["test_scores"]) == 2
+    assert data["reference"] == min(values, key=lambda n: statistics.mean(
+        values[n]["val_metrics"]))  # val_loss: the lowest mean
+    (other,) = [v for name, v in values.items() if name != data["reference"]]
+    effect = other["effect"]
+    ref = values[data["reference"]]["test_scores"]
+    assert effect["mean"] == pytest.approx(statistics.mean(
+        r - o for r, o in zip(ref, other["test_scores"])))
+    assert effect["low"] <= effect["mean"] <= effect["high"]
+    assert other["verdict"].split(",")[0] == _rule(effect, data["delta"])
+    markdown = (folder / "report.md").read_text()
+    assert "](isolation.png)" in markdown and (folder / "isolation.png").stat().st_size > 1000
+    # The same command again trains nothing: every trial and re-run is found finished.
+    again = run_main(compare_main, tmp_path, [str(path), "--no-progress"])
+    assert again.returncode == 0, again.stderr
+    assert "this run: 0 tuning trials and 0 re-runs" in again.stdout
+    assert len(_trials(tmp_path, "tiny.compare")) == 4
+    after = json.loads((folder / "report.json").read_text())["values"]
+    assert [(v["test_scores"], v["effect"], v["verdict"]) for v in after] == [
+        (v["test_scores"], v["effect"], v["verdict"]) for v in data["values"]]
+    # A larger budget runs only the missing trials, the same number for every value.
+    more = run_main(compare_main, tmp_path, [str(path), "--set", "compare.trials=3",
+                                            "--no-progress"])
+    assert more.returncode == 0, more.stderr
+    assert "this run: 2 tuning trials" in more.stdout
+    for norm in ("batch", "none"):
+        assert len(_trials(tmp_path, f"tiny.compare.norm={norm}")) == 3
+
+
+def test_a_tracked_comparison_puts_every_training_under_the_study_parent(tmp_path):
+    path = _study_file(tmp_path, TINY.replace("tracking: {enabled: false}",
+                                              "tracking: {enabled: true}"))
+    done = run_main(compare_main, tmp_path, [str(path), "--set", "compare.trials=1",
+                                            "--no-progress"])
+    assert done.returncode == 0, done.stderr
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("tiny")
+    (parent,) = client.search_runs([experiment.experiment_id], "tags.`trickopt.parent` = 'true'")
+    children = [r for r in client.search_runs([experiment.experiment_id])
+                if r.info.run_id != parent.info.run_id]
+    assert len(children) == 2 * 1 + 2 * 2  # per value: 1 tuning trial and 2 re-runs
+    assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parent.info.run_id}
+    tags = sorted((r.data.tags["phase"], r.data.tags["scientific"], r.data.tags["seed"])
+                  for r in children)
+    assert tags == [("compare", "norm=batch", "1"), ("compare", "norm=batch", "2"),
+                    ("compare", "norm=none", "1"), ("compare", "norm=none", "2"),
+                    ("tune", "norm=batch", "0"), ("tune", "norm=none", "0")]
+    assert all(r.info.status == "FINISHED" for r in children)
+    assert all("optuna.trial_number" not in r.data.tags for r in children)  # not the study's
+    names = {a.path for a in client.list_artifacts(parent.info.run_id, "compare")}
+    assert {"compare/report.md", "compare/report.json", "compare/isolation.png"} <= names
+    assert parent.info.status == "FINISHED"

@@ -1,0 +1,275 @@
+"""Comparison studies: the Deep Learning Tuning Playbook's scientific / nuisance split.
+
+A study file's `compare:` section names the *scientific* knob (or two, crossed) and the values
+to compare, and the *nuisance* knobs to tune for each; every other knob is fixed. Then:
+
+1. tune: each scientific value (combination) gets an Optuna study of its own,
+   `<study>.compare.<label>`, in the study's storage, with the study's sampler, pruner and
+   objective, and the same budget, `trials` trials: no value wins by getting a better lr.
+   A rerun runs only the trials still missing.
+2. re-run: each value's best trial is trained again on seeds 1..n, as jobs of the companion
+   study `<study>.compare` (`trickopt.effects.jobs`): paired (seed i fixes the weights, the
+   batches and the split for every value), and never trained twice.
+3. compare: the value with the best mean of the study's metric on validation is the
+   reference; each other value is compared with it on the test score, on the seeds both have,
+   with the report's statistics (paired bootstrap CI, win rate, Wilcoxon with Holm) and its
+   verdict rule, delta being half the reference's SD over seeds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+import optuna
+import torch
+from optuna.trial import TrialState
+
+from trickopt.data import load_data
+from trickopt.effects import stats
+from trickopt.effects.jobs import Job, Outcome, Queue, higher_is_better
+from trickopt.effects.report import Runner, Settings
+from trickopt.study.objective import PARAMS_ATTR, Objective
+from trickopt.study.progress import Progress
+from trickopt.study.recovery import fail_dead_trials
+from trickopt.study.trials import open_study
+from trickopt.study.workers import threads_per_worker
+from trickopt.tracking.events import FailRuns
+from trickopt.train import score_name
+from trickopt.tricks.early_stopping import StopReason
+
+TUNE_TRIAL_TAG = "trickopt.compare_tune_trial"  # `<label>/<number>`: a tuning trial's run
+# Failed trials that do not use up a value's budget: the rerun runs them again.
+NOT_COUNTED = (StopReason.INTERRUPTED.value, StopReason.WORKER_DIED.value)
+
+
+def combinations(scientific: dict[str, list]) -> list[dict[str, Any]]:
+    """Every scientific value to compare: one knob's values, or two knobs' crossed.
+
+    Example:
+        >>> combinations({"norm": ["batch", "layer"], "batch_size": [8, 32]})[1]
+        {'norm': 'batch', 'batch_size': 32}
+    """
+    knobs = list(scientific)
+    return [dict(zip(knobs, values)) for values in itertools.product(*scientific.values())]
+
+
+def label(value: dict[str, Any]) -> str:
+    """A value's name in study names, MLflow tags and tables: `norm=batch,batch_size=32`."""
+    return ",".join(f"{knob}={setting}" for knob, setting in value.items())
+
+
+@dataclass
+class Tuning:
+    """What the nuisance tuning of one scientific value gave."""
+
+    label: str
+    value: dict[str, Any]  # the scientific knob(s) and their values
+    study: str  # its Optuna study
+    trials: int  # trials that used up the budget: complete, pruned, failed
+    complete: int
+    pruned: int
+    best_trial: int | None  # None: no trial completed
+    best_value: float | None  # the best trial's value of the study's metric (one seed)
+    params: dict  # every knob of the best trial, as it ran
+    nuisance: dict  # the best trial's nuisance knobs
+    ran: int = 0  # trials this command ran
+
+
+@dataclass
+class ValueResult:
+    label: str
+    tuning: Tuning
+    seeds: list[int]
+    val_metrics: list[float]  # the study's metric at each re-run's best epoch
+    test_scores: list[float]  # the task's test score per seed (accuracy, or rmse)
+    val_mean: float | None = None  # over the finite values
+    test_mean: float | None = None
+    test_sd: float | None = None
+    effect: stats.Effect | None = None  # reference minus this value; > 0: reference better
+    p_holm: float | None = None
+    verdict: str = ""
+
+
+@dataclass
+class Comparison:
+    study: str
+    metric: str
+    direction: str
+    score: str  # test_accuracy or test_rmse
+    scientific: dict[str, list]
+    nuisance: list[str]
+    trials: int  # tuning trials per value
+    seeds: list[int]
+    reference: str | None
+    delta: float
+    values: list[ValueResult] = field(default_factory=list)
+    tuning_trials_run: int = 0  # by this command
+    reruns_done: int = 0  # by this command or an earlier one
+    reruns_run: int = 0  # by this command
+    seconds: float = 0.0  # wall time of this command
+
+
+# -- 1. tuning -------------------------------------------------------------------------------
+def value_config(config, value: dict[str, Any]):
+    """The study config of one value's tuning study: the value fixed, its own name."""
+    name = f"{config.study.name}.compare.{label(value)}"
+    return dataclasses.replace(config, search={**config.search, **value},
+                               study=dataclasses.replace(config.study, name=name))
+
+
+def open_tuning_studies(config) -> list[tuple[dict, optuna.Study, Any]]:
+    """(value, its tuning study, the storage) per value: created if new, and a resumed one
+    checked against the file as the study is (StudyMismatchError), before anything trains."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return [(value, *open_study(value_config(config, value)))
+            for value in combinations(config.compare.scientific)]
+
+
+def counted(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """The trials that used up the value's budget (a failed one that was interrupted, or
+    whose process died, does not: it is run again)."""
+    done = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+    return [t for t in study.get_trials(deepcopy=False, states=done)
+            if t.state != TrialState.FAIL or t.user_attrs.get("stop_reason") not in NOT_COUNTED]
+
+
+def tune(config, value: dict, study: optuna.Study, storage, data, tracker=None, *,
+         progress: bool = True) -> Tuning:
+    """Run the value's missing tuning trials (up to `compare.trials`) and return its best."""
+    name = label(value)
+    failed = fail_dead_trials(study, storage)
+    if failed and tracker is not None:
+        tracker.send(FailRuns(TUNE_TRIAL_TAG, [f"{name}/{n}" for n in failed]))
+    missing = config.compare.trials - len(counted(study))
+    if missing > 0:
+        seed = config.train.seed
+
+        def child_run(number: int) -> tuple[str, dict]:
+            return f"compare-{name}-trial-{number}", {
+                "phase": "tune", "scientific": name, "seed": seed,
+                TUNE_TRIAL_TAG: f"{name}/{number}"}
+
+        objective = Objective(value_config(config, value), data, tracker, child_run=child_run)
+        bar = Progress(missing, study, enabled=progress)
+        try:
+            study.optimize(objective, n_trials=missing, catch=(Exception,), callbacks=[bar])
+        finally:
+            bar.close()
+    return _tuning(config, value, study, max(0, missing))
+
+
+def _tuning(config, value: dict, study: optuna.Study, ran: int) -> Tuning:
+    trials = counted(study)
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    best = study.best_trial if complete else None
+    params = (best.user_attrs.get(PARAMS_ATTR) or best.params) if best else {}
+    nuisance = {k: params[k] for k in config.compare.nuisance if k in params}
+    return Tuning(label(value), dict(value), study.study_name, len(trials), len(complete),
+                  sum(t.state == TrialState.PRUNED for t in trials),
+                  best.number if best else None, best.value if best else None, params,
+                  nuisance, ran)
+
+
+# -- 2. re-runs ------------------------------------------------------------------------------
+def rerun_jobs(tuning: Tuning, seeds: list[int]) -> list[Job]:
+    """The value's best trial on each seed: jobs of the companion study `<study>.compare`."""
+    if tuning.best_trial is None:
+        return []
+    return [Job(tuning.label, seed, tuning.params, tuning.best_trial, phase="compare",
+                source=tuning.study, tags={"scientific": tuning.label}) for seed in seeds]
+
+
+def run_comparison(config, studies: list[tuple[dict, optuna.Study, Any]], queue: Queue, *,
+                   data=None, tracker=None, out: TextIO | None = None,
+                   progress: bool = True) -> Comparison:
+    """Tune every value (on `data`, the study's splits: loaded if not given), re-run each
+    one's best on the paired seeds, compare."""
+    out = out if out is not None else sys.stdout  # looked up now: it may have been replaced
+    started = time.perf_counter()
+    c = config.compare
+    seeds = list(range(1, c.seeds + 1))
+    print(f"comparison {config.study.name!r}: {len(studies)} values of "
+          f"{' x '.join(c.scientific)}, each with {', '.join(c.nuisance)} tuned in {c.trials} "
+          f"trials, then its best re-run on seeds 1..{c.seeds}: {len(studies) * c.trials} "
+          f"tuning trials and {len(studies) * c.seeds} re-runs of up to "
+          f"{config.train.max_epochs} epochs (finished ones are not repeated)",
+          file=out, flush=True)
+    if config.train.threads is None:  # torch's threads spin: one core stays free for the rest
+        torch.set_num_threads(threads_per_worker(1))
+    data = data if data is not None else load_data(config.data)
+    tunings = [tune(config, value, study, storage, data, tracker, progress=progress)
+               for value, study, storage in studies]
+    jobs = [job for tuning in tunings for job in rerun_jobs(tuning, seeds)]
+    before = len(queue.outcomes(jobs))
+    done = Runner(queue, Settings(seeds=c.seeds), out, progress).run(jobs, "re-runs")
+    queue.reconcile()  # what MLflow lacks of a killed re-run's run is rebuilt
+    outcomes: dict[str, dict[int, Outcome]] = {}
+    for job in jobs:
+        if job.key in done:
+            outcomes.setdefault(job.arm, {})[job.seed] = done[job.key]
+    maximize = config.study.resolved_direction == "maximize"
+    values, reference, delta = compare_values(tunings, outcomes, maximize=maximize)
+    task = next((o.task for by_seed in outcomes.values() for o in by_seed.values()),
+                "classification")
+    return Comparison(config.study.name, config.study.metric, config.study.resolved_direction,
+                      f"test_{score_name(task)}", dict(c.scientific), list(c.nuisance),
+                      c.trials, seeds, reference, delta, values,
+                      tuning_trials_run=sum(t.ran for t in tunings), reruns_done=len(done),
+                      reruns_run=len(done) - before, seconds=time.perf_counter() - started)
+
+
+# -- 3. the comparison -----------------------------------------------------------------------
+def compare_values(tunings: list[Tuning], outcomes: dict[str, dict[int, Outcome]], *,
+                   maximize: bool) -> tuple[list[ValueResult], str | None, float]:
+    """(per value, the reference's label, delta). The reference is the value with the best
+    mean of the study's metric over its re-runs (validation: the test split only scores);
+    every other value is compared with it on the test score, on the seeds both have."""
+    results = [_result(t, outcomes.get(t.label, {})) for t in tunings]
+    ran = [r for r in results if r.val_mean is not None]
+    if not ran:
+        return results, None, 0.0
+    pick = max if maximize else min
+    reference = pick(ran, key=lambda r: r.val_mean)  # ties: the first in the file's order
+    ref = {s: higher_is_better(o) for s, o in outcomes[reference.label].items()}
+    delta = 0.5 * _sd(list(ref.values()))
+    for result in results:
+        if result is reference:
+            result.verdict = "reference"
+            continue
+        if result.tuning.best_trial is None:
+            result.verdict = "not compared: no tuning trial completed"
+            continue
+        mine = outcomes.get(result.label, {})
+        paired = sorted(ref.keys() & mine.keys())
+        if len(paired) < 2:
+            result.verdict = "not compared: fewer than 2 paired seeds"
+            continue
+        result.effect = stats.effect([ref[s] for s in paired],
+                                     [higher_is_better(mine[s]) for s in paired])
+        result.verdict = stats.verdict(result.effect, delta)
+    tested = [r for r in results if r.effect is not None]
+    for result, p in zip(tested, stats.holm([r.effect.p_value for r in tested])):
+        result.p_holm = p
+    return results, reference.label, delta
+
+
+def _result(tuning: Tuning, by_seed: dict[int, Outcome]) -> ValueResult:
+    seeds = sorted(by_seed)
+    vals = [by_seed[s].val_metric for s in seeds]
+    tests = [by_seed[s].test_score for s in seeds]
+    finite = [v for v in vals if math.isfinite(v)]
+    return ValueResult(tuning.label, tuning, seeds, vals, tests,
+                       statistics.mean(finite) if finite else None,
+                       statistics.mean(tests) if tests else None,
+                       _sd(tests) if tests else None)
+
+
+def _sd(values: list[float]) -> float:
+    return statistics.stdev(values) if len(values) > 1 else 0.0

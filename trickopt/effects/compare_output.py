@@ -1,0 +1,161 @@
+"""A comparison as a table, and as files: `report.md`, `report.json` and the isolation plot
+(the Playbook's: the best result per scientific value, with every seed's)."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
+
+from trickopt.effects.compare import Comparison, ValueResult
+from trickopt.effects.output import write_whole
+from trickopt.effects.plots import DPI, HELPS, NEUTRAL, TESTED, WIDTH
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+RULE = ("verdict: the trick-effect report's rule, fixed in advance, read as the reference "
+        "against the value: helps = 95% CI of the mean difference above 0 and the reference "
+        "wins on >= 75% of seeds (the reference is better); hurts = the mirror (the value is "
+        "better on test); negligible = CI inside +/- delta (half the reference's SD over "
+        "seeds); otherwise inconclusive, with the seeds it would take. p: Wilcoxon signed-rank, "
+        "Holm-corrected across values.")
+
+
+def format_table(c: Comparison) -> str:
+    w = max([28] + [len(v.label) for v in c.values])  # the value column's width
+    lines = [f"== comparison: study {c.study!r}, scientific {' x '.join(c.scientific)}, "
+             f"nuisance {', '.join(c.nuisance)} tuned per value in {c.trials} trials, seeds "
+             f"{c.seeds[0]}..{c.seeds[-1]} (paired) ==",
+             f"reference: {c.reference} (the best mean {c.metric} over the seeds)"
+             if c.reference else "reference: none (no value has a finished re-run)",
+             f"this run: {c.tuning_trials_run} tuning trials and {c.reruns_run} re-runs in "
+             f"{c.seconds / 60:.1f} min (finished ones are kept, never repeated)", "",
+             "tuning (each value its own study, the same budget):",
+             f"  {'value':<{w}} {'trials':>6} {'complete':>8} {'pruned':>6} "
+             f"{'best ' + c.metric:>14}  tuned"]
+    for v in c.values:
+        t = v.tuning
+        best = f"{t.best_value:>14.5g}" if t.best_value is not None else f"{'-':>14}"
+        tuned = ", ".join(f"{k}={_short(x)}" for k, x in t.nuisance.items())
+        lines.append(f"  {v.label:<{w}} {t.trials:>6} {t.complete:>8} {t.pruned:>6} {best}  "
+                     f"{tuned}")
+    lines += ["", "each value's best re-run on the paired seeds:",
+              f"  {'value':<{w}} {'seeds':>5} {c.metric + ' mean':>15} {c.score + ' +/- SD':>24} "
+              f"{'reference - value [95% CI]':>30} {'win':>5} {'p (Holm)':>9}  verdict"]
+    for v in c.values:
+        head = (f"  {v.label:<{w}} {len(v.seeds):>5} {_number(v.val_mean, 15, '.5g')} "
+                f"{_number(v.test_mean, 13, '.4f')} +/- {_number(v.test_sd, 6, '.4f')}")
+        if v.effect is None:
+            lines.append(f"{head} {'':>30} {'':>5} {'':>9}  {v.verdict}")
+            continue
+        e = v.effect
+        ci = f"{e.mean:+.4f} [{e.low:+.4f}, {e.high:+.4f}]"
+        lines.append(f"{head} {ci:>30} {e.win_rate:>5.2f} {v.p_holm:>9.3f}  {v.verdict}")
+    lines += [f"(differences in {c.score}, signed so that > 0 means the reference is better; "
+              f"win: the share of seeds on which it is; delta = {c.delta:.4f})", RULE]
+    return "\n".join(lines)
+
+
+def _number(value: float | None, width: int, spec: str) -> str:
+    return f"{value:>{width}{spec}}" if value is not None else f"{'-':>{width}}"
+
+
+def _short(value) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def as_json(c: Comparison) -> str:
+    return json.dumps(asdict(c), indent=2, default=str)
+
+
+def as_markdown(c: Comparison, plots: dict[str, str]) -> str:
+    text = f"# Comparison: {c.study}\n\n```\n{format_table(c)}\n```\n"
+    for title, path in plots.items():
+        text += f"\n## {title}\n\n![{title}]({path})\n"
+    return text
+
+
+# -- the isolation plot ----------------------------------------------------------------------
+def isolation_figure(values: Sequence[ValueResult], *, reference: str | None, metric: str,
+                     direction: str, score: str) -> Figure:
+    """Two panels, one column per scientific value: the study's metric on validation (what
+    chose the reference) and the test score (what is compared), each seed a dot and the mean
+    a dash; the reference in colour."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    shown = [v for v in values if v.seeds]
+    if not shown:
+        raise ValueError("an isolation plot needs at least one value with re-runs; got none")
+    figure = Figure(figsize=(WIDTH, 4.5), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(figure)  # Agg, no pyplot: nothing left open, no display asked for
+    axes = figure.subplots(1, 2)
+    better = {metric: "higher" if direction == "maximize" else "lower",
+              score: "lower" if score == "test_rmse" else "higher"}
+    for ax, name, per_seed in ((axes[0], metric, lambda v: v.val_metrics),
+                               (axes[1], score, lambda v: v.test_scores)):
+        for x, v in enumerate(shown):
+            colour = HELPS if v.label == reference else TESTED
+            ys = [y for y in per_seed(v) if math.isfinite(y)]
+            offsets = [0.12 * (i - (len(ys) - 1) / 2) / max(1, len(ys) - 1) for i in
+                       range(len(ys))]  # side by side, so that equal scores stay visible
+            ax.scatter([x + o for o in offsets], ys, s=18, color=colour, alpha=0.7, zorder=3)
+            if ys:
+                ax.plot([x], [sum(ys) / len(ys)], "_", color=colour, markersize=22,
+                        markeredgewidth=2.5, zorder=4)
+            if name == metric and v.tuning.best_value is not None:
+                ax.plot([x + 0.25], [v.tuning.best_value], "o", color=colour,
+                        fillstyle="none", markersize=7, zorder=4)
+        ax.set_xticks(range(len(shown)), [f"{v.label}\n(n={len(v.seeds)})" for v in shown],
+                      fontsize=8, rotation=30 if len(shown) > 3 else 0,
+                      horizontalalignment="right" if len(shown) > 3 else "center")
+        ax.set_xlim(-0.5, len(shown) - 0.5)
+        ax.set_title(f"{name} ({better[name]} is better)", fontsize=10)
+        ax.grid(axis="y", color="0.9", linewidth=0.5)
+    figure.suptitle(f"each value's best configuration re-run per seed (dots) and their mean "
+                    f"(dash); ring: the tuning's best, one seed\nreference (best mean "
+                    f"{metric}): {reference}, in green", fontsize=9, color=NEUTRAL)
+    return figure
+
+
+def save_comparison(c: Comparison, folder: Path) -> dict[str, Path]:
+    """Write the files into `folder` (created); returns {file name: path}. Each is written
+    whole or not at all (a temporary file renamed)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    files: dict[str, Path] = {}
+    plots: dict[str, str] = {}
+    if any(v.seeds for v in c.values):
+        path = folder / "isolation.png"
+        figure = isolation_figure(c.values, reference=c.reference, metric=c.metric,
+                                  direction=c.direction, score=c.score)
+        figure.savefig(path, dpi=DPI)
+        figure.clear()
+        files[path.name] = path
+        plots["Isolation: each scientific value's best, per seed"] = path.name
+    for name, text in (("report.md", as_markdown(c, plots)), ("report.json", as_json(c))):
+        files[name] = write_whole(folder / name, text)
+    return files
+
+
+def publish(c: Comparison, folder: Path, tracker=None, *,
+            out: TextIO | None = None) -> dict[str, Path]:
+    """Print the table, save the files into `folder`, and send them to the study's MLflow
+    parent run (artifacts `compare/`) where tracking is on."""
+    out = out if out is not None else sys.stdout
+    print("\n" + format_table(c), file=out)
+    files = save_comparison(c, folder)
+    print(f"\ncomparison written: {folder}/ ({', '.join(sorted(files))})", file=out)
+    if tracker is not None:
+        tracker.log_parent(
+            tags={"compare.reference": c.reference},
+            files={f"compare/{name}": (path.read_bytes() if path.suffix == ".png"
+                                       else path.read_text()) for name, path in files.items()})
+        print(f"and to the study's MLflow parent run in {tracker.display_uri} (artifacts "
+              "compare/; every training is a child run tagged phase=tune or phase=compare, "
+              "scientific and seed)", file=out)
+    return files
