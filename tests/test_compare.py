@@ -14,8 +14,16 @@ import pytest
 from cli_helpers import run_main
 
 from trickopt.compare import main as compare_main
-from trickopt.effects.compare import Tuning, combinations, compare_values, label
+from trickopt.effects.compare import (
+    Tuning,
+    ValueResult,
+    claim_verdict,
+    combinations,
+    compare_values,
+    label,
+)
 from trickopt.effects.jobs import JOB_ATTR, Job, Outcome
+from trickopt.effects.stats import Effect
 from trickopt.study.config import load_study_config
 from trickopt.study.space import Choice, Range
 from trickopt.study.storage import open_storage
@@ -54,6 +62,13 @@ def _study_file(tmp_path: Path, text: str = TINY) -> Path:
     ("search.norm=batch", "error: search.norm: norm is compare.scientific's knob"),
     ("compare.scientific={momentum: [0.5, 0.9]}",  # adam by default: momentum never acts
      "error: compare.scientific.momentum: only acts where optimizer is one of sgd"),
+    ("compare.baseline={norm: layer}", "error: compare.baseline: must be one of the scientific "
+                                       "values with every scientific knob set, e.g. {norm: "
+                                       "batch}; got {'norm': 'layer'}"),
+    ("compare.baseline={dropout: 0.0}", "error: compare.baseline: must be one of the scientific"),
+    ("compare.expect=maybe", "error: compare.expect: must be one of ('better', 'worse', "
+                             "'same', 'different'); got 'maybe'"),
+    ("compare.claim=[a]", "error: compare.claim: must be a string; got ['a']"),
 ])
 def test_bad_compare_sections_are_one_line_exit_2_and_create_nothing(tmp_path, override,
                                                                      expected):
@@ -121,6 +136,68 @@ def test_the_reference_is_chosen_on_validation_and_the_others_compared_on_test()
     assert by["D"].seeds == [] and by["D"].effect is None
     # A maximized metric picks the largest mean instead
     assert compare_values(tunings, outcomes, maximize=True)[1] == "A"
+
+
+def test_a_baseline_is_the_reference_and_every_value_is_read_against_it():
+    # The same outcomes, but the claim names C (the worst) as its baseline: C is the
+    # reference whatever the validation says, and differences are value minus baseline.
+    names = {n: label({"norm": n}) for n in "ABC"}
+    outcomes = {names["A"]: _outcomes(names["A"], [0.30] * 4, [0.99, 0.99, 0.99, 0.99]),
+                names["B"]: _outcomes(names["B"], [0.19, 0.21, 0.20, 0.20],
+                                      [0.90, 0.92, 0.94, 0.96]),
+                names["C"]: _outcomes(names["C"], [0.25] * 4, [0.85, 0.86, 0.88, 0.89])}
+    tunings = [_tuning(names[n]) for n in "ABC"]
+    values, reference, delta = compare_values(tunings, outcomes, maximize=False,
+                                              baseline={"norm": "C"})
+    assert reference == names["C"]
+    c_tests = [0.85, 0.86, 0.88, 0.89]
+    assert delta == pytest.approx(0.5 * statistics.stdev(c_tests))  # half the baseline's SD
+    by = {v.label: v for v in values}
+    assert by[names["C"]].verdict == "reference"
+    # A - C: 0.14, 0.13, 0.11, 0.10; B - C: 0.05, 0.06, 0.06, 0.07: both beat the baseline
+    assert by[names["A"]].effect.mean == pytest.approx(0.12)
+    assert by[names["B"]].effect.mean == pytest.approx(0.06)
+    assert by[names["A"]].verdict == by[names["B"]].verdict == "helps"
+    assert claim_verdict(values, "better", delta).startswith("supported: norm=A, norm=B helps")
+    assert claim_verdict(values, "worse", delta).startswith("contradicted: norm=A, norm=B helps")
+    # A baseline without a finished re-run: nothing is compared
+    values, reference, _ = compare_values(tunings, {k: v for k, v in outcomes.items()
+                                                    if k != names["C"]},
+                                          maximize=False, baseline={"norm": "C"})
+    assert reference is None
+    assert {v.verdict for v in values} == {"not compared: the baseline has no finished re-run"}
+
+
+def _judged(*verdicts: str, sd: float = 0.02, mean: float = 0.01) -> list[ValueResult]:
+    """Values whose comparison with the baseline gave `verdicts` (the rest made up)."""
+    effect = Effect(6, mean, mean - 0.02, mean + 0.02, 0.5, 0.5, None, sd)
+    return [ValueResult(f"v{i}", _tuning(f"v{i}"), [1, 2], [], [], effect=effect, verdict=v)
+            for i, v in enumerate(verdicts)]
+
+
+@pytest.mark.parametrize("verdicts, expect, expected", [
+    (["helps", "negligible"], "better", "supported: v0 helps against the baseline"),
+    (["helps", "inconclusive, about 9 seeds needed"], "better", "supported"),
+    (["hurts", "negligible"], "better", "contradicted: v0 hurts"),
+    (["helps", "hurts"], "better", "mixed: some values helps, some hurts"),
+    (["hurts"], "worse", "supported: v0 hurts against the baseline"),
+    (["negligible", "negligible"], "better", "no detectable effect at this scale"),
+    (["negligible", "negligible"], "same", "supported: every value is within"),
+    (["negligible", "hurts"], "same", "contradicted: v1 hurts"),
+    (["negligible", "negligible"], "different", "contradicted: every value is within"),
+    (["negligible", "helps"], "different", "supported: v1 helps"),
+])
+def test_the_claim_verdict_rule_on_constructed_verdicts(verdicts, expect, expected):
+    assert claim_verdict(_judged(*verdicts), expect, 0.005).startswith(expected)
+
+
+def test_an_open_claim_says_how_many_seeds_would_settle_it():
+    # Differences with SD 0.02 around a mean of 0.01: a 95% CI of half-width 0.01 takes
+    # (1.96 * 0.02 / 0.01)^2 = 15.4, so 16 seeds (the verdict rule's own count).
+    values = _judged("inconclusive, about 16 seeds needed")
+    assert claim_verdict(values, "better", 0.005) == ("no detectable effect at this scale; "
+                                                      "about 16 seeds would resolve it")
+    assert claim_verdict([], "better", 0.005).startswith("not tested")
 
 
 # -- end to end ------------------------------------------------------------------------------

@@ -14,6 +14,9 @@ to compare, and the *nuisance* knobs to tune for each; every other knob is fixed
    reference; each other value is compared with it on the test score, on the seeds both have,
    with the report's statistics (paired bootstrap CI, win rate, Wilcoxon with Holm) and its
    verdict rule, delta being half the reference's SD over seeds.
+   A claim study names a `baseline` value instead: it is the reference, each other value is
+   read against it (value minus baseline, "helps": the value beats the baseline), and the
+   claim's `expect`ation gets a verdict of its own (`claim_verdict`).
 """
 
 from __future__ import annotations
@@ -114,6 +117,12 @@ class Comparison:
     reruns_done: int = 0  # by this command or an earlier one
     reruns_run: int = 0  # by this command
     seconds: float = 0.0  # wall time of this command
+    baseline: bool = False  # the reference is the file's baseline, not the best mean
+    claim: str = ""  # the claim tested, as the file states it
+    expect: str = "better"  # what the claim says of the other values against the baseline
+    claim_verdict: str = ""  # supported, contradicted, ... (claim_verdict); "" without a claim
+    finding: str = ""  # the file's hand-written "what this shows"
+    setting: dict = field(default_factory=dict)  # data, model, budget: what the result is for
 
 
 # -- 1. tuning -------------------------------------------------------------------------------
@@ -215,28 +224,54 @@ def run_comparison(config, studies: list[tuple[dict, optuna.Study, Any]], queue:
         if job.key in done:
             outcomes.setdefault(job.arm, {})[job.seed] = done[job.key]
     maximize = config.study.resolved_direction == "maximize"
-    values, reference, delta = compare_values(tunings, outcomes, maximize=maximize)
+    values, reference, delta = compare_values(tunings, outcomes, maximize=maximize,
+                                              baseline=c.baseline or None)
     task = next((o.task for by_seed in outcomes.values() for o in by_seed.values()),
                 "classification")
     return Comparison(config.study.name, config.study.metric, config.study.resolved_direction,
                       f"test_{score_name(task)}", dict(c.scientific), list(c.nuisance),
                       c.trials, seeds, reference, delta, values,
                       tuning_trials_run=sum(t.ran for t in tunings), reruns_done=len(done),
-                      reruns_run=len(done) - before, seconds=time.perf_counter() - started)
+                      reruns_run=len(done) - before, seconds=time.perf_counter() - started,
+                      baseline=bool(c.baseline), claim=c.claim, expect=c.expect,
+                      claim_verdict=claim_verdict(values, c.expect, delta) if c.baseline else "",
+                      finding=c.finding, setting=setting(config, data))
+
+
+def setting(config, data) -> dict[str, Any]:
+    """What a comparison's result holds for: the data, the model and the budget."""
+    m, t = config.model, config.train
+    sizes = {name: len(getattr(data, f"y_{name}")) for name in ("train", "val", "test")
+             if getattr(data, f"y_{name}", None) is not None}
+    return {"data": config.data.factory or config.data.name, "split sizes": sizes,
+            "model": f"{m.arch}" + (f", depth {m.depth}, width {m.width}"
+                                    if m.arch == "mlp" else ""),
+            "max epochs": t.max_epochs, "batch size": t.batch_size, "optimizer": t.optimizer,
+            "stopper": t.stopper}
 
 
 # -- 3. the comparison -----------------------------------------------------------------------
 def compare_values(tunings: list[Tuning], outcomes: dict[str, dict[int, Outcome]], *,
-                   maximize: bool) -> tuple[list[ValueResult], str | None, float]:
+                   maximize: bool, baseline: dict[str, Any] | None = None
+                   ) -> tuple[list[ValueResult], str | None, float]:
     """(per value, the reference's label, delta). The reference is the value with the best
     mean of the study's metric over its re-runs (validation: the test split only scores);
-    every other value is compared with it on the test score, on the seeds both have."""
+    every other value is compared with it on the test score, on the seeds both have, as
+    reference minus value. With a `baseline`, it is the reference and each value is read as
+    value minus baseline: "helps" then says the value beats the baseline."""
     results = [_result(t, outcomes.get(t.label, {})) for t in tunings]
     ran = [r for r in results if r.val_mean is not None]
-    if not ran:
+    if baseline is not None:
+        reference = next((r for r in ran if r.label == label(baseline)), None)
+        if reference is None:
+            for result in results:
+                result.verdict = "not compared: the baseline has no finished re-run"
+            return results, None, 0.0
+    elif not ran:
         return results, None, 0.0
-    pick = max if maximize else min
-    reference = pick(ran, key=lambda r: r.val_mean)  # ties: the first in the file's order
+    else:
+        pick = max if maximize else min
+        reference = pick(ran, key=lambda r: r.val_mean)  # ties: the first in the file's order
     ref = {s: higher_is_better(o) for s, o in outcomes[reference.label].items()}
     delta = 0.5 * _sd(list(ref.values()))
     for result in results:
@@ -251,8 +286,10 @@ def compare_values(tunings: list[Tuning], outcomes: dict[str, dict[int, Outcome]
         if len(paired) < 2:
             result.verdict = "not compared: fewer than 2 paired seeds"
             continue
-        result.effect = stats.effect([ref[s] for s in paired],
-                                     [higher_is_better(mine[s]) for s in paired])
+        theirs = [higher_is_better(mine[s]) for s in paired]
+        ours = [ref[s] for s in paired]
+        result.effect = stats.effect(theirs, ours) if baseline is not None else \
+            stats.effect(ours, theirs)
         result.verdict = stats.verdict(result.effect, delta)
     tested = [r for r in results if r.effect is not None]
     for result, p in zip(tested, stats.holm([r.effect.p_value for r in tested])):
@@ -273,3 +310,46 @@ def _result(tuning: Tuning, by_seed: dict[int, Outcome]) -> ValueResult:
 
 def _sd(values: list[float]) -> float:
     return statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def claim_verdict(values: list[ValueResult], expect: str, delta: float) -> str:
+    """A claim's verdict from its values' verdicts against the baseline (value minus
+    baseline), by a rule fixed in advance:
+
+    * expect better (or worse): "supported" where some value helps (hurts) and none goes the
+      other way; "contradicted" where some value goes the other way and none the expected
+      one; "mixed" where both occur;
+    * expect same: "supported" where every value is negligible, "contradicted" where some
+      value helps or hurts; expect different: the mirror;
+    * otherwise "no detectable effect at this scale", with the seeds the most demanding
+      inconclusive value would need (the verdict rule's: to tell its mean difference, or
+      delta, from zero).
+    """
+    verdicts = [v.verdict for v in values if v.effect is not None]
+    if not verdicts:
+        return "not tested: no value was compared with the baseline"
+    helps, hurts = "helps" in verdicts, "hurts" in verdicts
+    moved = ", ".join(f"{v.label} {v.verdict}" for v in values
+                      if v.verdict in ("helps", "hurts"))
+    if expect in ("same", "different"):
+        negligible = all(v == "negligible" for v in verdicts)
+        if helps or hurts:
+            return ("contradicted: " if expect == "same" else "supported: ") + moved
+        if negligible:
+            return ("supported: " if expect == "same" else "contradicted: ") + \
+                "every value is within +/- delta of the baseline"
+    else:
+        wanted, other = ("helps", "hurts") if expect == "better" else ("hurts", "helps")
+        got, against = wanted in verdicts, other in verdicts
+        if got and against:
+            return "mixed: some values " + wanted + ", some " + other
+        if got:
+            return "supported: " + ", ".join(v.label for v in values if v.verdict == wanted) \
+                + f" {wanted} against the baseline"
+        if against:
+            return "contradicted: " + ", ".join(v.label for v in values
+                                                if v.verdict == other) + f" {other}"
+    needed = [stats.seeds_needed(v.effect.sd, max(abs(v.effect.mean), delta))
+              for v in values if v.effect is not None and v.verdict.startswith("inconclusive")]
+    more = f"; about {max(needed)} seeds would resolve it" if needed else ""
+    return "no detectable effect at this scale" + more

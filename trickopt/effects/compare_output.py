@@ -26,13 +26,29 @@ RULE = ("verdict: the trick-effect report's rule, fixed in advance, read as the 
         "Holm-corrected across values.")
 
 
+BASELINE_RULE = ("verdict: the trick-effect report's rule, fixed in advance, read as the "
+                 "value against the baseline: helps = 95% CI of the mean difference above 0 "
+                 "and the value wins on >= 75% of seeds; hurts = the mirror (the baseline is "
+                 "better on test); negligible = CI inside +/- delta (half the baseline's SD "
+                 "over seeds); otherwise inconclusive, with the seeds it would take. p: "
+                 "Wilcoxon signed-rank, Holm-corrected across values.")
+
+
 def format_table(c: Comparison) -> str:
     w = max([28] + [len(v.label) for v in c.values])  # the value column's width
+    if c.baseline:
+        reference = (f"baseline: {c.reference} (the claim's; every other value is read "
+                     "against it)")
+        difference, rule = "value - baseline [95% CI]", BASELINE_RULE
+        sign = "value is better than the baseline"
+    else:
+        reference = f"reference: {c.reference} (the best mean {c.metric} over the seeds)"
+        difference, rule = "reference - value [95% CI]", RULE
+        sign = "reference is better"
     lines = [f"== comparison: study {c.study!r}, scientific {' x '.join(c.scientific)}, "
              f"nuisance {', '.join(c.nuisance)} tuned per value in {c.trials} trials, seeds "
              f"{c.seeds[0]}..{c.seeds[-1]} (paired) ==",
-             f"reference: {c.reference} (the best mean {c.metric} over the seeds)"
-             if c.reference else "reference: none (no value has a finished re-run)",
+             reference if c.reference else "reference: none (no value has a finished re-run)",
              f"this run: {c.tuning_trials_run} tuning trials and {c.reruns_run} re-runs in "
              f"{c.seconds / 60:.1f} min (finished ones are kept, never repeated)", "",
              "tuning (each value its own study, the same budget):",
@@ -46,7 +62,7 @@ def format_table(c: Comparison) -> str:
                      f"{tuned}")
     lines += ["", "each value's best re-run on the paired seeds:",
               f"  {'value':<{w}} {'seeds':>5} {c.metric + ' mean':>15} {c.score + ' +/- SD':>24} "
-              f"{'reference - value [95% CI]':>30} {'win':>5} {'p (Holm)':>9}  verdict"]
+              f"{difference:>30} {'win':>5} {'p (Holm)':>9}  verdict"]
     for v in c.values:
         head = (f"  {v.label:<{w}} {len(v.seeds):>5} {_number(v.val_mean, 15, '.5g')} "
                 f"{_number(v.test_mean, 13, '.4f')} +/- {_number(v.test_sd, 6, '.4f')}")
@@ -56,9 +72,35 @@ def format_table(c: Comparison) -> str:
         e = v.effect
         ci = f"{e.mean:+.4f} [{e.low:+.4f}, {e.high:+.4f}]"
         lines.append(f"{head} {ci:>30} {e.win_rate:>5.2f} {v.p_holm:>9.3f}  {v.verdict}")
-    lines += [f"(differences in {c.score}, signed so that > 0 means the reference is better; "
-              f"win: the share of seeds on which it is; delta = {c.delta:.4f})", RULE]
+    lines += [f"(differences in {c.score}, signed so that > 0 means the {sign}; "
+              f"win: the share of seeds on which it is; delta = {c.delta:.4f})", rule]
+    if c.claim_verdict:
+        lines += ["", f"claim ({_EXPECTED[c.expect]}): {c.claim_verdict}", CLAIM_RULE]
     return "\n".join(lines)
+
+
+_EXPECTED = {"better": "the other values beat the baseline",
+             "worse": "the other values do worse than the baseline",
+             "same": "the values do as well as the baseline",
+             "different": "the values do better or worse than the baseline"}
+CLAIM_RULE = ("claim verdict, fixed in advance: supported where some value goes the expected "
+              "way and none the other; contradicted where some value goes the other way and "
+              "none the expected one; mixed where both; otherwise no detectable effect at this "
+              "scale (for 'same': supported only where every value is negligible, for 'different' "
+              "contradicted only then).")
+
+
+def _setting(value) -> str:
+    if isinstance(value, dict):
+        return "/".join(f"{n:,}" for n in value.values()) + " (" + "/".join(value) + ")"
+    return str(value)
+
+
+def _machine() -> str:
+    import os
+    import platform
+
+    return f"{platform.machine()}, {os.cpu_count()} CPUs"
 
 
 def _number(value: float | None, width: int, spec: str) -> str:
@@ -74,7 +116,20 @@ def as_json(c: Comparison) -> str:
 
 
 def as_markdown(c: Comparison, plots: dict[str, str]) -> str:
-    text = f"# Comparison: {c.study}\n\n```\n{format_table(c)}\n```\n"
+    text = f"# Comparison: {c.study}\n\n"
+    if c.claim:
+        text += f"**Claim:** {c.claim}\n\n"
+    if c.claim_verdict:
+        text += f"**Verdict:** {c.claim_verdict}\n\n"
+    if c.setting:
+        text += "**Setting:** " + "; ".join(f"{k} {_setting(v)}" for k, v in c.setting.items())
+        text += (f"; {c.trials} tuning trials per value ({', '.join(c.nuisance)} tuned), "
+                 f"seeds {c.seeds[0]}..{c.seeds[-1]} paired.\n\n")
+    text += (f"**Cost:** {c.tuning_trials_run} tuning trials and {c.reruns_run} re-runs in "
+             f"{c.seconds / 60:.1f} min on this machine ({_machine()}).\n\n")
+    if c.finding:
+        text += f"**What this shows** (written by hand, after the run): {c.finding.strip()}\n\n"
+    text += f"```\n{format_table(c)}\n```\n"
     for title, path in plots.items():
         text += f"\n## {title}\n\n![{title}]({path})\n"
     return text

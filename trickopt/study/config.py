@@ -222,9 +222,19 @@ class CompareSection:
     nuisance: list[str] = field(default_factory=lambda: ["lr"])  # tuned per scientific value
     trials: int = 8  # nuisance-tuning trials per scientific value: the equal budget
     seeds: int = 6  # paired seeds 1..seeds of the re-runs
+    # A claim to test (the claim studies of studies/claims/): `baseline` is the value every
+    # other is compared with (instead of the best mean), e.g. {dropout: 0.0}; `expect` what
+    # the claim says of the others against it: better, worse, same or different. `claim`
+    # states it and `finding` is the hand-written "what this shows"; both go into the report
+    # as they are.
+    baseline: dict = field(default_factory=dict)
+    expect: str = "better"
+    claim: str = ""
+    finding: str = ""
 
     def check(self, prefix: str) -> list[str]:
-        errors = check_fields(self, prefix, {"trials": integer(1), "seeds": integer(2)})
+        errors = check_fields(self, prefix, {"trials": integer(1), "seeds": integer(2),
+                                             "expect": one_of(*EXPECTATIONS)})
         if not self.enabled:
             return errors
         field_ = f"{prefix}.scientific"
@@ -244,7 +254,26 @@ class CompareSection:
         for knob in set(self.nuisance) & set(self.scientific):
             errors.append(f"{prefix}.nuisance: {knob} is scientific (compare.scientific); a "
                           "knob is one or the other")
+        if self.baseline and isinstance(self.scientific, dict) and not _is_combination(
+                self.baseline, self.scientific):
+            example = ", ".join(f"{knob}: {values[0]}" for knob, values in
+                                self.scientific.items() if isinstance(values, list) and values)
+            errors.append(must_be(f"{prefix}.baseline:", "one of the scientific values with "
+                                  f"every scientific knob set, e.g. {{{example}}}",
+                                  self.baseline))
         return errors
+
+
+# What a claim says of the other values against its baseline.
+EXPECTATIONS = ("better", "worse", "same", "different")
+
+
+def _is_combination(baseline: Any, scientific: dict) -> bool:
+    """Whether `baseline` sets every scientific knob to one of its listed values."""
+    if not isinstance(baseline, dict) or set(baseline) != set(scientific):
+        return False
+    return all(isinstance(values, list) and shown(baseline[knob]) in map(shown, values)
+               for knob, values in scientific.items())
 
 
 MAX_SCIENTIFIC = 2  # one knob, or two crossed
@@ -276,6 +305,9 @@ def parse_compare(raw: Any, errors: list[str]) -> CompareSection:
             if knob in PARAMS and isinstance(values, list):
                 converted[knob] = [parse_search({knob: v}, "", []).get(knob, v) for v in values]
         section.scientific = converted
+    if section.enabled and isinstance(section.baseline, dict):
+        section.baseline = {knob: parse_search({knob: v}, "", []).get(knob, v)
+                            if knob in PARAMS else v for knob, v in section.baseline.items()}
     return section
 
 

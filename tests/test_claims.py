@@ -1,0 +1,70 @@
+"""The claim studies of studies/claims/ (issue 13): each runs at a tiny budget so none rots,
+each file's first line is the command that reproduces it, and each has its committed report.
+CI does not regenerate the committed figures (`python studies/claims/run_all.py` does)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from trickopt.study.config import load_study_config
+
+CLAIMS = Path(__file__).resolve().parents[1] / "studies" / "claims"
+FILES = sorted(CLAIMS.glob("*.yaml"))
+TINY = ["compare.trials=1", "compare.seeds=2", "train.max_epochs=1"]
+
+
+def _run_all():
+    spec = importlib.util.spec_from_file_location("run_all", CLAIMS / "run_all.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_there_are_claim_studies():
+    assert len(FILES) >= 3, [f.name for f in FILES]
+
+
+@pytest.mark.parametrize("path", FILES, ids=[f.stem for f in FILES])
+def test_a_claim_file_states_its_command_claim_and_baseline(path):
+    first = path.read_text().splitlines()[0]
+    assert first == (f"# python -m trickopt.compare studies/claims/{path.name} "
+                     "--out studies/claims/reports")
+    config = load_study_config(str(path), [])
+    assert config.compare.claim and config.compare.baseline
+    assert not config.tracking.enabled  # a report to commit, not a run to browse
+
+
+@pytest.mark.parametrize("path", FILES, ids=[f.stem for f in FILES])
+def test_a_claim_has_its_committed_report(path):
+    name = load_study_config(str(path), []).study.name
+    folder = CLAIMS / "reports" / f"compare-{name}"
+    report = json.loads((folder / "report.json").read_text())
+    assert report["claim"] == load_study_config(str(path), []).compare.claim
+    assert report["claim_verdict"]  # it was judged
+    assert len(report["seeds"]) >= 6  # the committed one ran at its real budget
+    assert (folder / "isolation.png").stat().st_size > 0
+    assert "**Verdict:**" in (folder / "report.md").read_text()
+
+
+def test_every_claim_study_runs_at_a_tiny_budget(tmp_path, capsys):
+    sets = [f"--set={o}" for o in TINY]
+    assert _run_all().main(["--out", str(tmp_path), *sets]) == 0
+    for path in FILES:
+        config = load_study_config(str(path), [])
+        folder = tmp_path / f"compare-{config.study.name}"
+        report = json.loads((folder / "report.json").read_text())
+        assert report["claim"] == config.compare.claim
+        assert report["baseline"] is True and report["seeds"] == [1, 2]
+        assert report["claim_verdict"], path.name
+        text = (folder / "report.md").read_text()
+        for part in ("**Claim:**", "**Verdict:**", "**Setting:**", "**Cost:**"):
+            assert part in text, (path.name, part)
+
+
+def test_run_all_refuses_an_unknown_name(capsys):
+    with pytest.raises(SystemExit, match="no claim study named nope; allowed: "):
+        _run_all().main(["nope"])
