@@ -149,7 +149,8 @@ def test_a_report_is_shared_by_a_joining_worker(postgres, tmp_path):
               "--set", "search.schedule=constant"]
     result = _study([*common, "--n-trials", "2", "--no-progress"], tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
-    report_args = [*common, "--seeds", "3", "--no-racing", "--top-k", "1", "--no-progress"]
+    report_args = [*common, "--seeds", "3", "--no-racing", "--top-k", "1", "--workers", "1",
+                   "--no-progress"]
     coordinator = subprocess.Popen([sys.executable, "-m", "trickopt.report", *report_args],
                                    cwd=tmp_path, stdout=subprocess.PIPE,
                                    stderr=subprocess.STDOUT, text=True)

@@ -24,6 +24,7 @@ from trickopt.study.config import load_study_config
 from trickopt.study.storage import StorageError
 from trickopt.study.tracking_checks import TrackingError, check_tracking_uri, tracking_uri
 from trickopt.study.trials import StudyMismatchError, release_parent_claim, start_tracking
+from trickopt.study.workers import report_workers
 from trickopt.tracking.events import EndParent
 from trickopt.urls import mask_passwords_in_text, remember_secrets
 
@@ -42,6 +43,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--tracking-uri", help="MLflow tracking URI (tracking.uri)")
     parser.add_argument("--out", help="folder for compare-<study>/ (default: next to the "
                                       "study file)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="processes for the re-runs on this machine (default: one per "
+                             "core, or per GPU where there are GPUs); the tuning is "
+                             "sequential, as a study's trials are")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="override a setting, as for trickopt.study")
@@ -61,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     remember_secrets(args.storage, args.tracking_uri)  # before any message can show them
     try:
+        if args.workers is not None and args.workers < 1:
+            raise ConfigError([f"--workers: must be >= 1; got {args.workers}"])
         config = load_study_config(args.study_file, _overrides(args))
         if not config.compare.enabled:
             raise ConfigError([f"compare: {args.study_file} has no compare: section (e.g. "
@@ -82,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     status = "KILLED"  # the parent run's status, unless the comparison is written
     try:
         comparison = run_comparison(config, studies, queue, data=data, tracker=tracker,
-                                    progress=not args.no_progress)
+                                    progress=not args.no_progress,
+                                    workers=args.workers or report_workers())
         folder = Path(args.out) if args.out else Path(args.study_file).parent
         publish(comparison, folder / f"compare-{config.study.name}", tracker)
         status = "FINISHED"

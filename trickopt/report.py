@@ -23,6 +23,7 @@ from trickopt.study.config import load_study_config
 from trickopt.study.storage import StorageError, describe_storage, journal_path, open_storage
 from trickopt.study.tracking_checks import TrackingError, check_tracking_uri, tracking_uri
 from trickopt.study.trials import release_parent_claim, start_tracking
+from trickopt.study.workers import report_workers
 from trickopt.tracking.events import EndParent
 from trickopt.urls import mask_passwords_in_text, remember_secrets
 
@@ -54,8 +55,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="each arm also tries lr x 1/2 and x 2 and keeps its best")
     parser.add_argument("--path", action="store_true",
                         help="also the ablation path from no tricks to the best")
-    parser.add_argument("--workers", type=int, default=1,
-                        help="training processes on this machine (1)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="training processes on this machine (default: one per core, or "
+                             "one per GPU where there are GPUs)")
     parser.add_argument("--join", action="store_true",
                         help="only work: run the report's waiting trainings of a report "
                              "started elsewhere on the same storage, until it is written")
@@ -70,7 +72,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def _settings(args: argparse.Namespace) -> Settings:
     for name, value, low in (("--seeds", args.seeds, MIN_SEEDS), ("--top-k", args.top_k, 1),
                              ("--workers", args.workers, 1)):
-        if value < low:
+        if value is not None and value < low:
             why = " (a paired comparison needs at least two seeds)" if name == "--seeds" else ""
             raise ConfigError([f"{name}: must be >= {low}{why}; got {value}"])
     if args.max_seeds < args.seeds:
@@ -78,7 +80,7 @@ def _settings(args: argparse.Namespace) -> Settings:
                            f"{args.max_seeds}"])
     return Settings(seeds=args.seeds, max_seeds=args.max_seeds, racing=not args.no_racing,
                     top_k=args.top_k, retune_lr="lr" in args.retune, path=args.path,
-                    workers=args.workers)
+                    workers=args.workers or report_workers())
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -36,7 +36,7 @@ from optuna.trial import TrialState
 
 from trickopt.data import load_data
 from trickopt.effects import stats
-from trickopt.effects.jobs import Job, Outcome, Queue, higher_is_better
+from trickopt.effects.jobs import Job, Outcome, Queue, Workers, higher_is_better
 from trickopt.effects.report import Runner, Settings
 from trickopt.study.objective import PARAMS_ATTR, Objective
 from trickopt.study.progress import Progress
@@ -197,9 +197,9 @@ def rerun_jobs(tuning: Tuning, seeds: list[int]) -> list[Job]:
 
 def run_comparison(config, studies: list[tuple[dict, optuna.Study, Any]], queue: Queue, *,
                    data=None, tracker=None, out: TextIO | None = None,
-                   progress: bool = True) -> Comparison:
-    """Tune every value (on `data`, the study's splits: loaded if not given), re-run each
-    one's best on the paired seeds, compare."""
+                   progress: bool = True, workers: int = 1) -> Comparison:
+    """Tune every value (on `data`, the study's splits: loaded if not given), then re-run
+    each one's best on the paired seeds in `workers` processes, and compare."""
     out = out if out is not None else sys.stdout  # looked up now: it may have been replaced
     started = time.perf_counter()
     c = config.compare
@@ -217,7 +217,9 @@ def run_comparison(config, studies: list[tuple[dict, optuna.Study, Any]], queue:
                for value, study, storage in studies]
     jobs = [job for tuning in tunings for job in rerun_jobs(tuning, seeds)]
     before = len(queue.outcomes(jobs))
-    done = Runner(queue, Settings(seeds=c.seeds), out, progress).run(jobs, "re-runs")
+    with Workers(queue, workers):  # the re-runs are independent: they fill the machine
+        done = Runner(queue, Settings(seeds=c.seeds, workers=workers), out,
+                      progress).run(jobs, "re-runs")
     queue.reconcile()  # what MLflow lacks of a killed re-run's run is rebuilt
     outcomes: dict[str, dict[int, Outcome]] = {}
     for job in jobs:

@@ -357,8 +357,9 @@ def work_until_finished(queue: Queue, *, parent: int | None = None) -> int:
         time.sleep(POLL_SECONDS)
 
 
-def worker_main(config, threads: int, parent: int) -> None:
-    """A spawned report worker: join the companion study and run its jobs as they come."""
+def worker_main(config, threads: int, parent: int, kind: str = "report") -> None:
+    """A spawned worker: join the companion study `<study>.<kind>` and run its jobs as they
+    come."""
     import torch
 
     from trickopt.study.signals import handle_sigterm
@@ -372,7 +373,7 @@ def worker_main(config, threads: int, parent: int) -> None:
     storage = open_storage(config.study.storage)
     tracker = start_tracking(config, storage, coordinator=False)
     try:
-        work_until_finished(open_queue(config, storage, tracker), parent=parent)
+        work_until_finished(open_queue(config, storage, tracker, kind=kind), parent=parent)
     except KeyboardInterrupt:
         pass
     finally:
@@ -402,7 +403,8 @@ class Workers:
         context = multiprocessing.get_context("spawn")  # fork + torch threads can deadlock
         for index in range(self.workers - 1):
             process = context.Process(target=worker_main, name=f"trickopt-report-{index}",
-                                      args=(self.queue.config, threads, os.getpid()))
+                                      args=(self.queue.config, threads, os.getpid(),
+                                            self.queue.kind))
             process.start()
             self.processes.append(process)
         return self

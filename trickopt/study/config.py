@@ -184,11 +184,12 @@ class ReportSection:
     top_k: int = 3
     retune: list = field(default_factory=list)  # [] or [lr]
     path: bool = False
-    workers: int = 1
+    workers: int | None = None  # None: one per core, or per GPU (workers.report_workers)
 
     def check(self, prefix: str) -> list[str]:
         errors = check_fields(self, prefix, {"seeds": integer(2), "max_seeds": integer(2),
-                                             "top_k": integer(1), "workers": integer(1)})
+                                             "top_k": integer(1),
+                                             "workers": optional(integer(1))})
         if _is_int(self.seeds) and _is_int(self.max_seeds) and self.max_seeds < self.seeds:
             errors.append(must_be(f"{prefix}.max_seeds:", f">= seeds ({self.seeds})",
                                   self.max_seeds))

@@ -36,7 +36,12 @@ from trickopt.study.trials import (
     release_parent_claim,
     start_tracking,
 )
-from trickopt.study.workers import optimize_share, run_workers, threads_per_worker
+from trickopt.study.workers import (
+    optimize_share,
+    report_workers,
+    run_workers,
+    threads_per_worker,
+)
 from trickopt.tracking import events as ev
 from trickopt.urls import remember_secrets
 
@@ -165,7 +170,8 @@ def _report(config: StudyConfig, study: optuna.Study, storage, tracker, progress
 
     r = config.report
     settings = Settings(seeds=r.seeds, max_seeds=r.max_seeds, racing=r.racing, top_k=r.top_k,
-                        retune_lr="lr" in r.retune, path=r.path, workers=r.workers)
+                        retune_lr="lr" in r.retune, path=r.path,
+                        workers=r.workers or report_workers())
     queue = open_queue(config, storage, tracker)
     queue.study.set_user_attr(FINISHED_ATTR, False)
     try:
