@@ -92,6 +92,10 @@ class ValueResult:
     seeds: list[int]
     val_metrics: list[float]  # the study's metric at each re-run's best epoch
     test_scores: list[float]  # the task's test score per seed (accuracy, or rmse)
+    epochs: list[int] = field(default_factory=list)  # trained, per seed
+    seconds: list[float] = field(default_factory=list)  # per training
+    zeros: list[float] = field(default_factory=list)  # fraction of weights exactly zero
+    small_weights: list[float] = field(default_factory=list)  # fraction with |w| < 1e-3
     val_mean: float | None = None  # over the finite values
     test_mean: float | None = None
     test_sd: float | None = None
@@ -123,6 +127,7 @@ class Comparison:
     claim_verdict: str = ""  # supported, contradicted, ... (claim_verdict); "" without a claim
     finding: str = ""  # the file's hand-written "what this shows"
     setting: dict = field(default_factory=dict)  # data, model, budget: what the result is for
+    measure: str = "test_score"  # what the statistics compare (compare.measure)
 
 
 # -- 1. tuning -------------------------------------------------------------------------------
@@ -227,7 +232,7 @@ def run_comparison(config, studies: list[tuple[dict, optuna.Study, Any]], queue:
             outcomes.setdefault(job.arm, {})[job.seed] = done[job.key]
     maximize = config.study.resolved_direction == "maximize"
     values, reference, delta = compare_values(tunings, outcomes, maximize=maximize,
-                                              baseline=c.baseline or None)
+                                              baseline=c.baseline or None, measure=c.measure)
     task = next((o.task for by_seed in outcomes.values() for o in by_seed.values()),
                 "classification")
     return Comparison(config.study.name, config.study.metric, config.study.resolved_direction,
@@ -237,7 +242,7 @@ def run_comparison(config, studies: list[tuple[dict, optuna.Study, Any]], queue:
                       reruns_run=len(done) - before, seconds=time.perf_counter() - started,
                       baseline=bool(c.baseline), claim=c.claim, expect=c.expect,
                       claim_verdict=claim_verdict(values, c.expect, delta) if c.baseline else "",
-                      finding=c.finding, setting=setting(config, data))
+                      finding=c.finding, setting=setting(config, data), measure=c.measure)
 
 
 def setting(config, data) -> dict[str, Any]:
@@ -253,8 +258,17 @@ def setting(config, data) -> dict[str, Any]:
 
 
 # -- 3. the comparison -----------------------------------------------------------------------
+def measured(outcome: Outcome, measure: str = "test_score") -> float:
+    """The quantity a comparison compares, signed so that higher is better (sparser)."""
+    if measure == "test_score":
+        return higher_is_better(outcome)
+    value = getattr(outcome, measure)
+    return math.nan if value is None else value
+
+
 def compare_values(tunings: list[Tuning], outcomes: dict[str, dict[int, Outcome]], *,
-                   maximize: bool, baseline: dict[str, Any] | None = None
+                   maximize: bool, baseline: dict[str, Any] | None = None,
+                   measure: str = "test_score"
                    ) -> tuple[list[ValueResult], str | None, float]:
     """(per value, the reference's label, delta). The reference is the value with the best
     mean of the study's metric over its re-runs (validation: the test split only scores);
@@ -274,7 +288,7 @@ def compare_values(tunings: list[Tuning], outcomes: dict[str, dict[int, Outcome]
     else:
         pick = max if maximize else min
         reference = pick(ran, key=lambda r: r.val_mean)  # ties: the first in the file's order
-    ref = {s: higher_is_better(o) for s, o in outcomes[reference.label].items()}
+    ref = {s: measured(o, measure) for s, o in outcomes[reference.label].items()}
     delta = 0.5 * _sd(list(ref.values()))
     for result in results:
         if result is reference:
@@ -288,7 +302,7 @@ def compare_values(tunings: list[Tuning], outcomes: dict[str, dict[int, Outcome]
         if len(paired) < 2:
             result.verdict = "not compared: fewer than 2 paired seeds"
             continue
-        theirs = [higher_is_better(mine[s]) for s in paired]
+        theirs = [measured(mine[s], measure) for s in paired]
         ours = [ref[s] for s in paired]
         result.effect = stats.effect(theirs, ours) if baseline is not None else \
             stats.effect(ours, theirs)
@@ -305,6 +319,10 @@ def _result(tuning: Tuning, by_seed: dict[int, Outcome]) -> ValueResult:
     tests = [by_seed[s].test_score for s in seeds]
     finite = [v for v in vals if math.isfinite(v)]
     return ValueResult(tuning.label, tuning, seeds, vals, tests,
+                       [by_seed[s].epochs for s in seeds], [by_seed[s].seconds for s in seeds],
+                       [by_seed[s].zeros for s in seeds if by_seed[s].zeros is not None],
+                       [by_seed[s].small_weights for s in seeds
+                        if by_seed[s].small_weights is not None],
                        statistics.mean(finite) if finite else None,
                        statistics.mean(tests) if tests else None,
                        _sd(tests) if tests else None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -72,8 +73,17 @@ def format_table(c: Comparison) -> str:
         e = v.effect
         ci = f"{e.mean:+.4f} [{e.low:+.4f}, {e.high:+.4f}]"
         lines.append(f"{head} {ci:>30} {e.win_rate:>5.2f} {v.p_holm:>9.3f}  {v.verdict}")
-    lines += [f"(differences in {c.score}, signed so that > 0 means the {sign}; "
-              f"win: the share of seeds on which it is; delta = {c.delta:.4f})", rule]
+    measure = MEASURE_NAMES.get(c.measure, c.score)
+    lines += [f"(differences in {measure}, signed so that > 0 means the {sign}; "
+              f"win: the share of seeds on which it is; delta = {c.delta:.4f})", rule, "",
+              "cost and weights (means over the seeds, seconds the median; weights: not biases "
+              "or norm parameters):",
+              f"  {'value':<{w}} {'epochs':>7} {'s/training':>10} {'weights = 0':>12} "
+              f"{'|w| < 1e-3':>11}"]
+    for v in c.values:
+        lines.append(f"  {v.label:<{w}} {_mean(v.epochs, 7, '.1f')} "
+                     f"{_number(statistics.median(v.seconds) if v.seconds else None, 10, '.2f')}"
+                     f" {_mean(v.zeros, 12, '.2%')} {_mean(v.small_weights, 11, '.2%')}")
     if c.claim_verdict:
         lines += ["", f"claim ({_EXPECTED[c.expect]}): {c.claim_verdict}", CLAIM_RULE]
     return "\n".join(lines)
@@ -101,6 +111,14 @@ def _machine() -> str:
     import platform
 
     return f"{platform.machine()}, {os.cpu_count()} CPUs"
+
+
+MEASURE_NAMES = {"zeros": "the fraction of weights exactly 0",
+                 "small_weights": "the fraction of weights with |w| < 1e-3"}
+
+
+def _mean(values: list[float], width: int, spec: str) -> str:
+    return _number(statistics.mean(values) if values else None, width, spec)
 
 
 def _number(value: float | None, width: int, spec: str) -> str:

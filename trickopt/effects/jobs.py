@@ -36,6 +36,7 @@ from trickopt.study import space
 from trickopt.study.recovery import WORKER_ATTR, fail_dead_trials, is_dead_here, worker_identity
 from trickopt.tracking.events import FailRuns, Reconcile, TrialRecord
 from trickopt.train import evaluate, fit, score_name
+from trickopt.tricks.regularization import small_weight_fraction, weight_sparsity
 
 JOB_ATTR, RESULT_ATTR = "job", "result"
 REPORT_TRIAL_TAG = "trickopt.report_trial"  # the companion trial a child run belongs to
@@ -132,6 +133,10 @@ class Outcome:
     seconds: float  # wall time of those epochs
     task: str = "classification"
     curve: list[dict] | None = None  # per epoch (curve jobs): train/val/test loss, scores
+    # The trained weights (not biases or norm parameters): the fraction exactly zero and the
+    # fraction with |w| < 1e-3. None where not measured (curve jobs end on their last epoch).
+    zeros: float | None = None
+    small_weights: float | None = None
 
 
 @dataclass
@@ -311,7 +316,8 @@ def train_job(config, job: Job, data, number: int = 0, run=None) -> Outcome:
         value = history.best.get(metric, math.nan)
         return Outcome(key, job.arm, job.seed, test_loss, test_score, value,
                        history.best_epoch, history.epochs_trained,
-                       time.perf_counter() - started, data.task)
+                       time.perf_counter() - started, data.task,
+                       zeros=weight_sparsity(model), small_weights=small_weight_fraction(model))
     full = copy.deepcopy(run_config.train)
     full.stopper, full.stopper_params = "none", {}
     history, curve = train_curve(model, data, full)

@@ -230,12 +230,16 @@ class CompareSection:
     # as they are.
     baseline: dict = field(default_factory=dict)
     expect: str = "better"
+    # What the paired statistics compare: the test score, or the trained weights' fraction of
+    # exact zeros (`zeros`) or of |w| < 1e-3 (`small_weights`): higher is sparser.
+    measure: str = "test_score"
     claim: str = ""
     finding: str = ""
 
     def check(self, prefix: str) -> list[str]:
         errors = check_fields(self, prefix, {"trials": integer(1), "seeds": integer(2),
-                                             "expect": one_of(*EXPECTATIONS)})
+                                             "expect": one_of(*EXPECTATIONS),
+                                             "measure": one_of(*MEASURES)})
         if not self.enabled:
             return errors
         field_ = f"{prefix}.scientific"
@@ -267,6 +271,7 @@ class CompareSection:
 
 # What a claim says of the other values against its baseline.
 EXPECTATIONS = ("better", "worse", "same", "different")
+MEASURES = ("test_score", "zeros", "small_weights")  # what a comparison compares
 
 
 def _is_combination(baseline: Any, scientific: dict) -> bool:

@@ -127,6 +127,25 @@ def weight_sparsity(model: nn.Module) -> float:
     return zeros.item() / sum(param.numel() for param in penalised)
 
 
+def small_weight_fraction(model: nn.Module, threshold: float = 1e-3) -> float:
+    """Return the fraction of penalised weight entries with ``|w| < threshold``: how sparse
+    the weights are in effect where nothing makes them exactly zero (subgradient L1, L2).
+
+    Example:
+        >>> layer = nn.Linear(4, 1)
+        >>> with torch.no_grad():
+        ...     _ = layer.weight.copy_(torch.tensor([[0.0, 1e-4, -1e-4, 2.0]]))
+        >>> small_weight_fraction(layer)
+        0.75
+    """
+    penalised = split_parameters(model)[0]
+    if not penalised:
+        return 0.0
+    with torch.no_grad():
+        small = torch.stack([(param.abs() < threshold).sum() for param in penalised]).sum()
+    return small.item() / sum(param.numel() for param in penalised)
+
+
 def soft_threshold_(params: Sequence[torch.Tensor], threshold: float | torch.Tensor) -> None:
     """In place, ``w <- sign(w) * max(|w| - threshold, 0)`` for every tensor in ``params``.
 
