@@ -63,6 +63,22 @@ def test_every_claim_study_runs_at_a_tiny_budget(tmp_path, capsys):
         text = (folder / "report.md").read_text()
         for part in ("**Claim:**", "**Verdict:**", "**Setting:**", "**Cost:**"):
             assert part in text, (path.name, part)
+    summary = (tmp_path / "SUMMARY.md").read_text()
+    for path in FILES:  # one row per claim, linking its report
+        assert f"[{path.stem}](compare-" in summary, path.name
+
+
+def test_the_readme_sums_up_every_committed_verdict():
+    readme = (CLAIMS.parents[1] / "README.md").read_text()
+    section = readme[readme.index("## What the tricks did"):]
+    for path in FILES:
+        name = load_study_config(str(path), []).study.name
+        report = json.loads((CLAIMS / "reports" / f"compare-{name}" / "report.json")
+                            .read_text())
+        verdict = report["claim_verdict"].split(":")[0]
+        row = next((line for line in section.splitlines() if f"[{path.stem}]" in line), "")
+        assert f"studies/claims/reports/compare-{name}/report.md" in row, path.name
+        assert f"**{verdict}**" in row, (path.name, verdict)
 
 
 def test_run_all_refuses_an_unknown_name(capsys):

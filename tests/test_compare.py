@@ -69,6 +69,9 @@ def _study_file(tmp_path: Path, text: str = TINY) -> Path:
     ("compare.expect=maybe", "error: compare.expect: must be one of ('better', 'worse', "
                              "'same', 'different'); got 'maybe'"),
     ("compare.claim=[a]", "error: compare.claim: must be a string; got ['a']"),
+    ("compare.scientific={stopper: [none, gl]}",  # gl's threshold: set by nothing
+     "error: compare.scientific: stopper=gl cannot train: train.stopper_params.alpha: "
+     "required, a finite float > 0; set gl_alpha in search"),
 ])
 def test_bad_compare_sections_are_one_line_exit_2_and_create_nothing(tmp_path, override,
                                                                      expected):
@@ -166,6 +169,46 @@ def test_a_baseline_is_the_reference_and_every_value_is_read_against_it():
                                           maximize=False, baseline={"norm": "C"})
     assert reference is None
     assert {v.verdict for v in values} == {"not compared: the baseline has no finished re-run"}
+
+
+def test_a_comparison_can_compare_the_weights_sparsity_instead_of_the_test_score():
+    # The test scores say nothing here (equal); the fraction of zero weights differs: L1
+    # (0.30, 0.32, 0.31, 0.35) against none (0.0 on every seed): +0.32 on average.
+    names = {n: label({"regularizer": n}) for n in ("none", "l1")}
+    outcomes = {}
+    for name, zeros in ((names["none"], [0.0] * 4), (names["l1"], [0.30, 0.32, 0.31, 0.35])):
+        outcomes[name] = {seed: Outcome(f"{name}{seed}", name, seed, 0.1, 0.9, 0.2, 3, 3, 0.1,
+                                        zeros=z, small_weights=z + 0.1)
+                          for seed, z in enumerate(zeros, start=1)}
+    tunings = [_tuning(names["none"]), _tuning(names["l1"])]
+    values, _, delta = compare_values(tunings, outcomes, maximize=False,
+                                      baseline={"regularizer": "none"}, measure="zeros")
+    l1 = {v.label: v for v in values}[names["l1"]]
+    assert l1.effect.mean == pytest.approx(0.32) and l1.effect.win_rate == 1.0
+    assert delta == 0.0 and l1.verdict == "helps"  # sparser on every seed, CI above 0
+    assert l1.zeros == [0.30, 0.32, 0.31, 0.35]
+    assert claim_verdict(values, "better", delta).startswith("supported: regularizer=l1")
+    # the same outcomes on the test score: no difference at all
+    values, _, _ = compare_values(tunings, outcomes, maximize=False,
+                                  baseline={"regularizer": "none"})
+    assert {v.label: v for v in values}[names["l1"]].effect.mean == 0.0
+
+
+def test_a_trained_job_records_the_sparsity_of_its_weights(tmp_path):
+    """Proximal L1 (a soft threshold after each step) leaves exact zeros among the weights;
+    no regularizer leaves none (a float weight of a trained model is never exactly 0)."""
+    from trickopt.data import load_data
+    from trickopt.effects.jobs import train_job
+
+    config = load_study_config(_study_file(tmp_path), [
+        "train.l1=0.01", "train.l1_mode=proximal", "train.max_epochs=4",
+        "compare.scientific={regularizer: [none, l1]}"])
+    data = load_data(config.data)
+    got = {regularizer: train_job(config, Job(regularizer, 1, {"regularizer": regularizer,
+                                                               "lr": 0.01}, 0), data)
+           for regularizer in ("none", "l1")}
+    assert got["none"].zeros == 0.0
+    assert 0.0 < got["l1"].zeros <= got["l1"].small_weights <= 1.0
 
 
 def _judged(*verdicts: str, sd: float = 0.02, mean: float = 0.01) -> list[ValueResult]:

@@ -23,9 +23,8 @@ from trickopt.study import signals
 from trickopt.study.config import load_study_config
 from trickopt.study.storage import StorageError
 from trickopt.study.tracking_checks import TrackingError, check_tracking_uri, tracking_uri
-from trickopt.study.trials import StudyMismatchError, release_parent_claim, start_tracking
+from trickopt.study.trials import StudyMismatchError, end_tracking, start_tracking
 from trickopt.study.workers import report_workers
-from trickopt.tracking.events import EndParent
 from trickopt.urls import mask_passwords_in_text, remember_secrets
 
 
@@ -99,10 +98,7 @@ def main(argv: list[str] | None = None) -> int:
               "resumes", file=sys.stderr)
         return signals.EXIT_CODE if signals.received() else 130
     finally:
-        if tracker is not None:
-            tracker.send(EndParent(status))
-            tracker.close()
-            release_parent_claim(config, storage)
+        end_tracking(tracker, config, storage, status)
     return 0
 
 

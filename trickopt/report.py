@@ -22,9 +22,8 @@ from trickopt.effects.report import Settings, run_report
 from trickopt.study.config import load_study_config
 from trickopt.study.storage import StorageError, describe_storage, journal_path, open_storage
 from trickopt.study.tracking_checks import TrackingError, check_tracking_uri, tracking_uri
-from trickopt.study.trials import release_parent_claim, start_tracking
+from trickopt.study.trials import end_tracking, start_tracking
 from trickopt.study.workers import report_workers
-from trickopt.tracking.events import EndParent
 from trickopt.urls import mask_passwords_in_text, remember_secrets
 
 MIN_SEEDS = 2
@@ -119,10 +118,7 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 130
     finally:
-        if tracker is not None:
-            tracker.send(EndParent(status))
-            tracker.close()
-            release_parent_claim(config, storage)
+        end_tracking(tracker, config, storage, status)
     return 0
 
 

@@ -22,7 +22,6 @@ to compare, and the *nuisance* knobs to tune for each; every other knob is fixed
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import math
 import statistics
 import sys
@@ -38,6 +37,7 @@ from trickopt.data import load_data
 from trickopt.effects import stats
 from trickopt.effects.jobs import Job, Outcome, Queue, Workers, higher_is_better
 from trickopt.effects.report import Runner, Settings
+from trickopt.study.config import scientific_values
 from trickopt.study.objective import PARAMS_ATTR, Objective
 from trickopt.study.progress import Progress
 from trickopt.study.recovery import fail_dead_trials
@@ -53,14 +53,8 @@ NOT_COUNTED = (StopReason.INTERRUPTED.value, StopReason.WORKER_DIED.value)
 
 
 def combinations(scientific: dict[str, list]) -> list[dict[str, Any]]:
-    """Every scientific value to compare: one knob's values, or two knobs' crossed.
-
-    Example:
-        >>> combinations({"norm": ["batch", "layer"], "batch_size": [8, 32]})[1]
-        {'norm': 'batch', 'batch_size': 32}
-    """
-    knobs = list(scientific)
-    return [dict(zip(knobs, values)) for values in itertools.product(*scientific.values())]
+    """Every scientific value to compare (`trickopt.study.config.scientific_values`)."""
+    return scientific_values(scientific)
 
 
 def label(value: dict[str, Any]) -> str:
@@ -369,6 +363,9 @@ def claim_verdict(values: list[ValueResult], expect: str, delta: float) -> str:
         if against:
             return "contradicted: " + ", ".join(v.label for v in values
                                                 if v.verdict == other) + f" {other}"
+    if all(v == "negligible" for v in verdicts):
+        return "no detectable effect at this scale: every value is within +/- delta of the " \
+            "baseline"
     needed = [stats.seeds_needed(v.effect.sd, max(abs(v.effect.mean), delta))
               for v in values if v.effect is not None and v.verdict.startswith("inconclusive")]
     more = f"; about {max(needed)} seeds would resolve it" if needed else ""

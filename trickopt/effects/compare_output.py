@@ -155,7 +155,7 @@ def as_markdown(c: Comparison, plots: dict[str, str]) -> str:
 
 # -- the isolation plot ----------------------------------------------------------------------
 def isolation_figure(values: Sequence[ValueResult], *, reference: str | None, metric: str,
-                     direction: str, score: str) -> Figure:
+                     direction: str, score: str, baseline: bool = False) -> Figure:
     """Two panels, one column per scientific value: the study's metric on validation (what
     chose the reference) and the test score (what is compared), each seed a dot and the mean
     a dash; the reference in colour."""
@@ -190,9 +190,10 @@ def isolation_figure(values: Sequence[ValueResult], *, reference: str | None, me
         ax.set_xlim(-0.5, len(shown) - 0.5)
         ax.set_title(f"{name} ({better[name]} is better)", fontsize=10)
         ax.grid(axis="y", color="0.9", linewidth=0.5)
+    chosen = "baseline (the claim's)" if baseline else f"reference (best mean {metric})"
     figure.suptitle(f"each value's best configuration re-run per seed (dots) and their mean "
-                    f"(dash); ring: the tuning's best, one seed\nreference (best mean "
-                    f"{metric}): {reference}, in green", fontsize=9, color=NEUTRAL)
+                    f"(dash); ring: the tuning's best, one seed\n{chosen}: {reference}, in "
+                    "green", fontsize=9, color=NEUTRAL)
     return figure
 
 
@@ -205,7 +206,7 @@ def save_comparison(c: Comparison, folder: Path) -> dict[str, Path]:
     if any(v.seeds for v in c.values):
         path = folder / "isolation.png"
         figure = isolation_figure(c.values, reference=c.reference, metric=c.metric,
-                                  direction=c.direction, score=c.score)
+                                  direction=c.direction, score=c.score, baseline=c.baseline)
         figure.savefig(path, dpi=DPI)
         figure.clear()
         files[path.name] = path

@@ -9,6 +9,7 @@ and is validated as a whole before anything is created: every problem is reporte
 from __future__ import annotations
 
 import copy
+import itertools
 import os
 import warnings
 from collections.abc import Callable
@@ -46,6 +47,7 @@ from trickopt.study.space import (
     parse_search,
     suggest,
 )
+from trickopt.study.space import apply as apply_params
 from trickopt.tricks.constraints import (
     BOOL,
     Constraint,
@@ -569,10 +571,43 @@ def parse_study_config(raw: dict, *, source: str | None = None, model: Callable 
         _check_data_factory(run["data"], errors)
     if not errors and compare.enabled:
         _check_scientific_active(compare, search, RunConfig(**run), errors)
+    if not errors and compare.enabled:
+        _check_scientific_values_train(compare, search, RunConfig(**run), errors)
     if errors:
         raise ConfigError(errors)
     return StudyConfig(**run, search=search, study=study, tracking=tracking, refit=refit,
                        report=report, compare=compare, source=source, raw=raw)
+
+
+def _check_scientific_values_train(compare: CompareSection, search: dict, run: RunConfig,
+                                   errors: list[str]) -> None:
+    """Each scientific value's run config, built as its trials will build it, must be valid:
+    a value whose own sub-knobs nothing sets (stopper gl needs gl_alpha; train.stopper_params
+    belongs to the file's own stopper) would fail every trial."""
+    fixed = {k: v for k, v in search.items() if not isinstance(v, (Range, Choice))}
+    for value in scientific_values(compare.scientific):
+        params = suggest(None, {**fixed, **value}, run)
+        config = apply_params(run, params)
+        problems = config.model.check("model") + config.train.check("train")
+        if not problems:
+            continue
+        children = [name for name, param in PARAMS.items() if param.parent in value
+                    and value[param.parent] in param.parent_values and name not in search]
+        where = (f"set {', '.join(children)} in search (fixed, e.g. {children[0]}: ...) or "
+                 "list it under compare.nuisance" if children else "fix the file's settings")
+        errors.append(f"compare.scientific: {','.join(f'{k}={v}' for k, v in value.items())} "
+                      f"cannot train: {problems[0]}; {where}")
+
+
+def scientific_values(scientific: dict[str, list]) -> list[dict[str, Any]]:
+    """Every scientific value to compare: one knob's values, or two knobs' crossed.
+
+    Example:
+        >>> scientific_values({"norm": ["batch", "layer"], "batch_size": [8, 32]})[1]
+        {'norm': 'batch', 'batch_size': 32}
+    """
+    knobs = list(scientific)
+    return [dict(zip(knobs, values)) for values in itertools.product(*scientific.values())]
 
 
 def _check_data_factory(data: DataConfig, errors: list[str]) -> None:

@@ -144,6 +144,19 @@ def release_parent_claim(config: StudyConfig, storage) -> None:
         pass  # another coordinator deleted it
 
 
+def end_tracking(tracker, config: StudyConfig, storage, status: str) -> None:
+    """Close the parent run of a command that is not a study (a report, a comparison) with
+    `status` (FINISHED, or KILLED where it did not finish), wait for the tracking process, and
+    release the parent-run claim."""
+    if tracker is None:
+        return
+    from trickopt.tracking.events import EndParent
+
+    tracker.send(EndParent(status))
+    tracker.close()
+    release_parent_claim(config, storage)
+
+
 def _marker(config: StudyConfig, uri: str, experiment: str) -> str:
     key = hashlib.sha1(f"{uri}|{experiment}".encode()).hexdigest()[:12]
     return f"{config.study.name}.mlflow-parent.{key}"
