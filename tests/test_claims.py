@@ -66,6 +66,23 @@ def test_every_claim_study_runs_at_a_tiny_budget(tmp_path, capsys):
     summary = (tmp_path / "SUMMARY.md").read_text()
     for path in FILES:  # one row per claim, linking its report
         assert f"[{path.stem}](compare-" in summary, path.name
+    # The hand-written finding goes into a report without training again, once, in place.
+    import yaml
+
+    path = FILES[0]
+    raw = yaml.safe_load(path.read_text())
+    raw["compare"]["finding"] = "It shows this."
+    raw.pop("extends")  # not read by refresh_finding
+    edited = tmp_path / path.name
+    edited.write_text(yaml.safe_dump(raw))
+    module = _run_all()
+    for _ in range(2):
+        module.refresh_finding(edited, tmp_path)
+    folder = tmp_path / f"compare-{raw['study']['name']}"
+    text = (folder / "report.md").read_text()
+    assert text.count("**What this shows**") == 1
+    assert text.index("It shows this.") < text.index("```")
+    assert json.loads((folder / "report.json").read_text())["finding"] == "It shows this."
 
 
 def test_the_readme_sums_up_every_committed_verdict():

@@ -67,7 +67,7 @@ def _study_file(tmp_path: Path, text: str = TINY) -> Path:
                                        "batch}; got {'norm': 'layer'}"),
     ("compare.baseline={dropout: 0.0}", "error: compare.baseline: must be one of the scientific"),
     ("compare.expect=maybe", "error: compare.expect: must be one of ('better', 'worse', "
-                             "'same', 'different'); got 'maybe'"),
+                             "'same', 'different', 'not_worse'); got 'maybe'"),
     ("compare.claim=[a]", "error: compare.claim: must be a string; got ['a']"),
     ("compare.scientific={stopper: [none, gl]}",  # gl's threshold: set by nothing
      "error: compare.scientific: stopper=gl cannot train: train.stopper_params.alpha: "
@@ -229,6 +229,10 @@ def _judged(*verdicts: str, sd: float = 0.02, mean: float = 0.01) -> list[ValueR
     (["negligible", "hurts"], "same", "contradicted: v1 hurts"),
     (["negligible", "negligible"], "different", "contradicted: every value is within"),
     (["negligible", "helps"], "different", "supported: v1 helps"),
+    (["negligible", "helps"], "not_worse", "supported: no value does worse than the baseline "
+                                           "(v1 helps)"),
+    (["negligible", "hurts"], "not_worse", "contradicted: v1 hurts"),
+    (["negligible", "inconclusive, about 9 seeds needed"], "not_worse", "no detectable"),
 ])
 def test_the_claim_verdict_rule_on_constructed_verdicts(verdicts, expect, expected):
     assert claim_verdict(_judged(*verdicts), expect, 0.005).startswith(expected)
@@ -241,6 +245,10 @@ def test_an_open_claim_says_how_many_seeds_would_settle_it():
     assert claim_verdict(values, "better", 0.005) == ("no detectable effect at this scale; "
                                                       "about 16 seeds would resolve it")
     assert claim_verdict([], "better", 0.005).startswith("not tested")
+    # A clear interval whose seeds disagree: more seeds are not what it lacks
+    split = _judged("inconclusive: CI above 0 but the value wins on 65% of seeds")
+    assert claim_verdict(split, "worse", 0.005) == (
+        "no detectable effect at this scale; v0: CI above 0 but the value wins on 65% of seeds")
 
 
 # -- end to end ------------------------------------------------------------------------------

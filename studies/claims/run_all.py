@@ -6,7 +6,9 @@ nothing in a fresh journal of its own, MLflow off, and writes its report into
 the one committed there. NAME: run only the files of that stem (e.g. dropout_mlp).
 Extra `--set KEY=VALUE` pairs go to every study (e.g. a smaller budget to try it out).
 Then `SUMMARY.md` in the reports folder sums the verdicts up in one table, read from every
-`report.json` there (`--summary-only`: just that); the README's "What the tricks did" is it.
+`report.json` there, and each report gets its file's current `compare.finding` (the
+hand-written "what this shows", written once the result is known) without training again
+(`--summary-only`: just these two); the README's "What the tricks did" is the table.
 """
 
 from __future__ import annotations
@@ -47,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
         code = run(files, out, args.overrides)
         if code:
             return code
+    for path in files:
+        refresh_finding(path, out)
     (out / "SUMMARY.md").write_text(summary(files, out))
     print(f"summary: {out / 'SUMMARY.md'}")
     return 0
@@ -96,10 +100,35 @@ def summary(files: list[Path], out: Path) -> str:
             "cost).\n\n" + "\n".join(rows) + "\n")
 
 
-def _study_name(path: Path) -> str:
+def refresh_finding(path: Path, out: Path) -> None:
+    """Put the file's `compare.finding` into its report (report.md and report.json), where
+    the comparison writes it, replacing the one there."""
+    folder = out / f"compare-{_study_name(path)}"
+    if not (folder / "report.json").exists():
+        return
+    finding = (_read(path)["compare"].get("finding") or "").strip()
+    data = json.loads((folder / "report.json").read_text())
+    data["finding"] = finding
+    (folder / "report.json").write_text(json.dumps(data, indent=2))
+    text = (folder / "report.md").read_text()
+    head, table = text.split("```\n", 1)  # the paragraph goes just before the table
+    paragraphs = [p for p in head.split("\n\n") if p and not p.startswith(FINDING)]
+    if finding:
+        paragraphs.append(f"{FINDING} {finding}")
+    (folder / "report.md").write_text("\n\n".join(paragraphs) + "\n\n```\n" + table)
+
+
+FINDING = "**What this shows** (written by hand, after the run):"  # as the report writes it
+
+
+def _read(path: Path) -> dict:
     import yaml
 
-    return yaml.safe_load(path.read_text())["study"]["name"]
+    return yaml.safe_load(path.read_text())
+
+
+def _study_name(path: Path) -> str:
+    return _read(path)["study"]["name"]
 
 
 if __name__ == "__main__":

@@ -300,7 +300,8 @@ def compare_values(tunings: list[Tuning], outcomes: dict[str, dict[int, Outcome]
         ours = [ref[s] for s in paired]
         result.effect = stats.effect(theirs, ours) if baseline is not None else \
             stats.effect(ours, theirs)
-        result.verdict = stats.verdict(result.effect, delta)
+        result.verdict = stats.verdict(result.effect, delta, winner="the value"
+                                       if baseline is not None else "the reference")
     tested = [r for r in results if r.effect is not None]
     for result, p in zip(tested, stats.holm([r.effect.p_value for r in tested])):
         result.p_holm = p
@@ -335,6 +336,8 @@ def claim_verdict(values: list[ValueResult], expect: str, delta: float) -> str:
       one; "mixed" where both occur;
     * expect same: "supported" where every value is negligible, "contradicted" where some
       value helps or hurts; expect different: the mirror;
+    * expect not_worse: "supported" where every value helps or is negligible,
+      "contradicted" where some value hurts;
     * otherwise "no detectable effect at this scale", with the seeds the most demanding
       inconclusive value would need (the verdict rule's: to tell its mean difference, or
       delta, from zero).
@@ -345,7 +348,14 @@ def claim_verdict(values: list[ValueResult], expect: str, delta: float) -> str:
     helps, hurts = "helps" in verdicts, "hurts" in verdicts
     moved = ", ".join(f"{v.label} {v.verdict}" for v in values
                       if v.verdict in ("helps", "hurts"))
-    if expect in ("same", "different"):
+    if expect == "not_worse":  # non-inferiority: better or within +/- delta
+        if hurts:
+            return "contradicted: " + ", ".join(f"{v.label} hurts" for v in values
+                                                if v.verdict == "hurts")
+        if all(v in ("helps", "negligible") for v in verdicts):
+            return "supported: no value does worse than the baseline" + \
+                (f" ({moved})" if moved else "")
+    elif expect in ("same", "different"):
         negligible = all(v == "negligible" for v in verdicts)
         if helps or hurts:
             return ("contradicted: " if expect == "same" else "supported: ") + moved
@@ -366,7 +376,14 @@ def claim_verdict(values: list[ValueResult], expect: str, delta: float) -> str:
     if all(v == "negligible" for v in verdicts):
         return "no detectable effect at this scale: every value is within +/- delta of the " \
             "baseline"
+    # Open either because the interval is too wide (more seeds would narrow it) or because
+    # it is clear but the seeds disagree too often (more seeds would not change that).
     needed = [stats.seeds_needed(v.effect.sd, max(abs(v.effect.mean), delta))
-              for v in values if v.effect is not None and v.verdict.startswith("inconclusive")]
-    more = f"; about {max(needed)} seeds would resolve it" if needed else ""
+              for v in values if v.effect is not None
+              and v.verdict.startswith("inconclusive, about")]
+    split = [f"{v.label}: {v.verdict.removeprefix('inconclusive: ')}" for v in values
+             if v.verdict.startswith("inconclusive: CI")]
+    more = "".join(f"; {line}" for line in split)
+    if needed:
+        more += f"; about {max(needed)} seeds would resolve it"
     return "no detectable effect at this scale" + more

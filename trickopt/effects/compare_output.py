@@ -92,12 +92,14 @@ def format_table(c: Comparison) -> str:
 _EXPECTED = {"better": "the other values beat the baseline",
              "worse": "the other values do worse than the baseline",
              "same": "the values do as well as the baseline",
-             "different": "the values do better or worse than the baseline"}
+             "different": "the values do better or worse than the baseline",
+             "not_worse": "no value does worse than the baseline"}
 CLAIM_RULE = ("claim verdict, fixed in advance: supported where some value goes the expected "
               "way and none the other; contradicted where some value goes the other way and "
               "none the expected one; mixed where both; otherwise no detectable effect at this "
               "scale (for 'same': supported only where every value is negligible, for 'different' "
-              "contradicted only then).")
+              "contradicted only then; for 'not_worse': supported where every value helps or "
+              "is negligible, contradicted where one hurts).")
 
 
 def _setting(value) -> str:

@@ -101,11 +101,12 @@ def effect(best, arm, *, seed: int = 0) -> Effect:
                   iqm(d) if len(d) >= 8 else None, float(d.std(ddof=1)))
 
 
-def verdict(e: Effect, delta: float) -> str:
+def verdict(e: Effect, delta: float, *, winner: str = "the best") -> str:
     """The rule, fixed before any data: "helps" (CI above 0 and win rate >= WIN_RATE),
     "hurts" (CI below 0 and win rate <= 1 - WIN_RATE), "negligible" (CI inside +/- delta),
     else "inconclusive, about N seeds needed", N the seeds that would shrink the CI's
-    half-width below the larger of |mean| and delta at the observed SD."""
+    half-width below the larger of |mean| and delta at the observed SD. `winner` names the
+    side that the effect's first scores belong to."""
     if e.low > 0 and e.win_rate >= WIN_RATE:
         return "helps"
     if e.high < 0 and e.win_rate <= 1 - WIN_RATE:
@@ -114,7 +115,7 @@ def verdict(e: Effect, delta: float) -> str:
         return "negligible"
     if e.low > 0 or e.high < 0:  # the interval is clear; the seeds disagree too often
         side = "above" if e.low > 0 else "below"
-        return (f"inconclusive: CI {side} 0 but the best wins on {100 * e.win_rate:.0f}% of "
+        return (f"inconclusive: CI {side} 0 but {winner} wins on {100 * e.win_rate:.0f}% of "
                 "seeds")
     return f"inconclusive, about {seeds_needed(e.sd, max(abs(e.mean), delta))} seeds needed"
 

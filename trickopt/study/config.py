@@ -227,9 +227,9 @@ class CompareSection:
     seeds: int = 6  # paired seeds 1..seeds of the re-runs
     # A claim to test (the claim studies of studies/claims/): `baseline` is the value every
     # other is compared with (instead of the best mean), e.g. {dropout: 0.0}; `expect` what
-    # the claim says of the others against it: better, worse, same or different. `claim`
-    # states it and `finding` is the hand-written "what this shows"; both go into the report
-    # as they are.
+    # the claim says of the others against it: better, worse, same, different or not_worse.
+    # `claim` states it and `finding` is the hand-written "what this shows"; both go into the
+    # report as they are.
     baseline: dict = field(default_factory=dict)
     expect: str = "better"
     # What the paired statistics compare: the test score, or the trained weights' fraction of
@@ -272,7 +272,7 @@ class CompareSection:
 
 
 # What a claim says of the other values against its baseline.
-EXPECTATIONS = ("better", "worse", "same", "different")
+EXPECTATIONS = ("better", "worse", "same", "different", "not_worse")
 MEASURES = ("test_score", "zeros", "small_weights")  # what a comparison compares
 
 
