@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -92,7 +93,7 @@ def test_the_readme_sums_up_every_committed_verdict():
         name = load_study_config(str(path), []).study.name
         report = json.loads((CLAIMS / "reports" / f"compare-{name}" / "report.json")
                             .read_text())
-        verdict = report["claim_verdict"].split(":")[0]
+        verdict = re.split(r"[:;]", report["claim_verdict"])[0]  # supported, ...
         row = next((line for line in section.splitlines() if f"[{path.stem}]" in line), "")
         assert f"studies/claims/reports/compare-{name}/report.md" in row, path.name
         assert f"**{verdict}**" in row, (path.name, verdict)

@@ -100,6 +100,20 @@ def test_an_inconclusive_verdict_says_how_many_seeds_it_would_take():
     assert n > e.seeds
 
 
+def test_skewed_differences_do_not_ask_for_fewer_seeds_than_were_run():
+    # 10 seeds: zero difference on 7, a loss of about 0.011 on 3 (an early stopper firing too
+    # soon on a few seeds): mean -0.0033, SD 0.0053. The normal approximation says
+    # (1.96 * 0.0053 / 0.005)^2 = 4.4, so 5 seeds would do, yet the bootstrap interval of the
+    # 10 still reaches below -delta: the verdict must not ask for 5.
+    best = [0.0] * 7 + [-0.0120, -0.0110, -0.0100]
+    arm = [0.0] * 10
+    e = effect(best, arm)
+    assert e.low < -0.005 and e.high >= 0  # not inside +/- delta, not clear of 0
+    assert math.ceil((1.959964 * e.sd / 0.005) ** 2) == 5
+    assert verdict(e, delta=0.005) == ("inconclusive at 10 seeds, the differences too skewed "
+                                       "to estimate how many more it would take")
+
+
 def test_a_clear_interval_with_too_few_wins_is_inconclusive_and_says_why():
     # the best is ahead by a lot on 5 seeds of 8 and a hair behind on the other 3: a resample
     # without any of the 5 has probability (3/8)^8 < 0.0004, so the interval is above 0, yet

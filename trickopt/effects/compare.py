@@ -383,6 +383,8 @@ def claim_verdict(values: list[ValueResult], expect: str, delta: float) -> str:
               and v.verdict.startswith("inconclusive, about")]
     split = [f"{v.label}: {v.verdict.removeprefix('inconclusive: ')}" for v in values
              if v.verdict.startswith("inconclusive: CI")]
+    split += [f"{v.label}: {v.verdict}" for v in values
+              if v.verdict.startswith("inconclusive at")]
     more = "".join(f"; {line}" for line in split)
     if needed:
         more += f"; about {max(needed)} seeds would resolve it"

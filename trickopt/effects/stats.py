@@ -105,7 +105,8 @@ def verdict(e: Effect, delta: float, *, winner: str = "the best") -> str:
     """The rule, fixed before any data: "helps" (CI above 0 and win rate >= WIN_RATE),
     "hurts" (CI below 0 and win rate <= 1 - WIN_RATE), "negligible" (CI inside +/- delta),
     else "inconclusive, about N seeds needed", N the seeds that would shrink the CI's
-    half-width below the larger of |mean| and delta at the observed SD. `winner` names the
+    half-width below the larger of |mean| and delta at the observed SD (where that is no more
+    than the seeds run, the differences are too skewed for it and it says so). `winner` names the
     side that the effect's first scores belong to."""
     if e.low > 0 and e.win_rate >= WIN_RATE:
         return "helps"
@@ -117,7 +118,12 @@ def verdict(e: Effect, delta: float, *, winner: str = "the best") -> str:
         side = "above" if e.low > 0 else "below"
         return (f"inconclusive: CI {side} 0 but {winner} wins on {100 * e.win_rate:.0f}% of "
                 "seeds")
-    return f"inconclusive, about {seeds_needed(e.sd, max(abs(e.mean), delta))} seeds needed"
+    needed = seeds_needed(e.sd, max(abs(e.mean), delta))
+    if needed <= e.seeds:  # the normal approximation misreads skewed differences (a few
+        # large ones among zeros): their bootstrap interval is wider than it predicts
+        return (f"inconclusive at {e.seeds} seeds, the differences too skewed to estimate how "
+                "many more it would take")
+    return f"inconclusive, about {needed} seeds needed"
 
 
 def seeds_needed(sd: float, margin: float) -> int:
