@@ -119,12 +119,7 @@ def weight_sparsity(model: nn.Module) -> float:
         >>> weight_sparsity(layer)
         0.5
     """
-    penalised = split_parameters(model)[0]
-    if not penalised:
-        return 0.0
-    with torch.no_grad():
-        zeros = torch.stack([(param == 0).sum() for param in penalised]).sum()
-    return zeros.item() / sum(param.numel() for param in penalised)
+    return _weight_fraction(model, lambda weight: weight == 0)
 
 
 def small_weight_fraction(model: nn.Module, threshold: float = 1e-3) -> float:
@@ -138,12 +133,17 @@ def small_weight_fraction(model: nn.Module, threshold: float = 1e-3) -> float:
         >>> small_weight_fraction(layer)
         0.75
     """
+    return _weight_fraction(model, lambda weight: weight.abs() < threshold)
+
+
+def _weight_fraction(model: nn.Module, counts) -> float:
+    """The fraction of penalised weight entries for which `counts(weights)` is true."""
     penalised = split_parameters(model)[0]
     if not penalised:
         return 0.0
     with torch.no_grad():
-        small = torch.stack([(param.abs() < threshold).sum() for param in penalised]).sum()
-    return small.item() / sum(param.numel() for param in penalised)
+        hits = torch.stack([counts(param).sum() for param in penalised]).sum()
+    return hits.item() / sum(param.numel() for param in penalised)
 
 
 def soft_threshold_(params: Sequence[torch.Tensor], threshold: float | torch.Tensor) -> None:
