@@ -328,6 +328,9 @@ def test_a_tracked_comparison_puts_every_training_under_the_study_parent(tmp_pat
 
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("tiny")
+    # where to look, as a study's summary says it: the model-training view of its runs
+    assert (f"http://127.0.0.1:5000/#/experiments/{experiment.experiment_id}/runs?"
+            "workflowType=machine_learning") in done.stdout
     (parent,) = client.search_runs([experiment.experiment_id], "tags.`trickopt.parent` = 'true'")
     children = [r for r in client.search_runs([experiment.experiment_id])
                 if r.info.run_id != parent.info.run_id]

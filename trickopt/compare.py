@@ -23,7 +23,7 @@ from trickopt.study import signals
 from trickopt.study.config import load_study_config
 from trickopt.study.storage import StorageError
 from trickopt.study.tracking_checks import TrackingError, check_tracking_uri, tracking_uri
-from trickopt.study.trials import StudyMismatchError, end_tracking, start_tracking
+from trickopt.study.trials import StudyMismatchError, end_tracking, print_ui_link, start_tracking
 from trickopt.study.workers import report_workers
 from trickopt.urls import mask_passwords_in_text, remember_secrets
 
@@ -98,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
               "resumes", file=sys.stderr)
         return signals.EXIT_CODE if signals.received() else 130
     finally:
-        end_tracking(tracker, config, storage, status)
+        closed = end_tracking(tracker, config, storage, status)
+    print_ui_link(closed, config)
     return 0
 
 

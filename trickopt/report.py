@@ -22,7 +22,7 @@ from trickopt.effects.report import Settings, run_report
 from trickopt.study.config import load_study_config
 from trickopt.study.storage import StorageError, describe_storage, journal_path, open_storage
 from trickopt.study.tracking_checks import TrackingError, check_tracking_uri, tracking_uri
-from trickopt.study.trials import end_tracking, start_tracking
+from trickopt.study.trials import end_tracking, print_ui_link, start_tracking
 from trickopt.study.workers import report_workers
 from trickopt.urls import mask_passwords_in_text, remember_secrets
 
@@ -118,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 130
     finally:
-        end_tracking(tracker, config, storage, status)
+        closed = end_tracking(tracker, config, storage, status)
+    print_ui_link(closed, config)
     return 0
 
 

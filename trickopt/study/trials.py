@@ -19,6 +19,7 @@ from trickopt.data import load_data
 from trickopt.study.config import StudyConfig, create_pruner, create_sampler
 from trickopt.study.objective import Objective, flatten_config
 from trickopt.study.progress import Progress
+from trickopt.study.report import mlflow_ui_lines
 from trickopt.study.storage import describe_storage, open_storage
 from trickopt.study.tracking_checks import tracking_uri
 from trickopt.tracking import StudyTracker
@@ -144,17 +145,24 @@ def release_parent_claim(config: StudyConfig, storage) -> None:
         pass  # another coordinator deleted it
 
 
-def end_tracking(tracker, config: StudyConfig, storage, status: str) -> None:
+def end_tracking(tracker, config: StudyConfig, storage, status: str):
     """Close the parent run of a command that is not a study (a report, a comparison) with
     `status` (FINISHED, or KILLED where it did not finish), wait for the tracking process, and
-    release the parent-run claim."""
+    release the parent-run claim. Returns the tracking process's Report (None: no tracking)."""
     if tracker is None:
-        return
+        return None
     from trickopt.tracking.events import EndParent
 
     tracker.send(EndParent(status))
-    tracker.close()
+    report = tracker.close()
     release_parent_claim(config, storage)
+    return report
+
+
+def print_ui_link(closed, config: StudyConfig) -> None:
+    """Where to see the runs in MLflow's UI, as a study's summary says it."""
+    if closed is not None and closed.experiment_id is not None:
+        print("\n".join(mlflow_ui_lines(tracking_uri(config), closed.experiment_id)))
 
 
 def _marker(config: StudyConfig, uri: str, experiment: str) -> str:
