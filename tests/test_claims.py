@@ -67,6 +67,11 @@ def test_every_claim_study_runs_at_a_tiny_budget(tmp_path, capsys):
     summary = (tmp_path / "SUMMARY.md").read_text()
     for path in FILES:  # one row per claim, linking its report
         assert f"[{path.stem}](compare-" in summary, path.name
+    # the claim a comparison cannot express ran too, at its smallest
+    refit = json.loads((tmp_path / "refit-train-val" / "report.json").read_text())
+    assert refit["seeds"] == [1, 2] and refit["claim_verdict"]
+    assert set(refit["effects"]) == {"own", "train only"}
+    assert "[refit_train_val](refit-train-val/report.md)" in summary
     # The hand-written finding goes into a report without training again, once, in place.
     import yaml
 
@@ -84,6 +89,17 @@ def test_every_claim_study_runs_at_a_tiny_budget(tmp_path, capsys):
     assert text.count("**What this shows**") == 1
     assert text.index("It shows this.") < text.index("```")
     assert json.loads((folder / "report.json").read_text())["finding"] == "It shows this."
+
+
+def test_the_refit_claim_has_its_committed_report_and_its_row():
+    report = json.loads((CLAIMS / "reports" / "refit-train-val" / "report.json").read_text())
+    assert len(report["seeds"]) >= 6 and report["claim_verdict"]
+    # "train only" replays the trial's own training up to its best epoch: same model
+    assert all(row["own"] == row["train only"] for row in report["per_seed"])
+    readme = (CLAIMS.parents[1] / "README.md").read_text()
+    row = next(line for line in readme.splitlines() if "[refit_train_val]" in line)
+    assert "studies/claims/reports/refit-train-val/report.md" in row
+    assert f"**{re.split(r'[:;]', report['claim_verdict'])[0]}**" in row
 
 
 def test_the_readme_sums_up_every_committed_verdict():
