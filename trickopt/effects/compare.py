@@ -87,6 +87,7 @@ class ValueResult:
     val_metrics: list[float]  # the study's metric at each re-run's best epoch
     test_scores: list[float]  # the task's test score per seed (accuracy, or rmse)
     epochs: list[int] = field(default_factory=list)  # trained, per seed
+    test_losses: list[float] = field(default_factory=list)  # per seed
     seconds: list[float] = field(default_factory=list)  # per training
     zeros: list[float] = field(default_factory=list)  # fraction of weights exactly zero
     small_weights: list[float] = field(default_factory=list)  # fraction with |w| < 1e-3
@@ -313,14 +314,16 @@ def _result(tuning: Tuning, by_seed: dict[int, Outcome]) -> ValueResult:
     vals = [by_seed[s].val_metric for s in seeds]
     tests = [by_seed[s].test_score for s in seeds]
     finite = [v for v in vals if math.isfinite(v)]
-    return ValueResult(tuning.label, tuning, seeds, vals, tests,
-                       [by_seed[s].epochs for s in seeds], [by_seed[s].seconds for s in seeds],
-                       [by_seed[s].zeros for s in seeds if by_seed[s].zeros is not None],
-                       [by_seed[s].small_weights for s in seeds
-                        if by_seed[s].small_weights is not None],
-                       statistics.mean(finite) if finite else None,
-                       statistics.mean(tests) if tests else None,
-                       _sd(tests) if tests else None)
+    outcomes = [by_seed[s] for s in seeds]
+    return ValueResult(
+        tuning.label, tuning, seeds, vals, tests,
+        epochs=[o.epochs for o in outcomes], test_losses=[o.test_loss for o in outcomes],
+        seconds=[o.seconds for o in outcomes],
+        zeros=[o.zeros for o in outcomes if o.zeros is not None],
+        small_weights=[o.small_weights for o in outcomes if o.small_weights is not None],
+        val_mean=statistics.mean(finite) if finite else None,
+        test_mean=statistics.mean(tests) if tests else None,
+        test_sd=_sd(tests) if tests else None)
 
 
 def _sd(values: list[float]) -> float:

@@ -76,13 +76,14 @@ def format_table(c: Comparison) -> str:
     measure = MEASURE_NAMES.get(c.measure, c.score)
     lines += [f"(differences in {measure}, signed so that > 0 means the {sign}; "
               f"win: the share of seeds on which it is; delta = {c.delta:.4f})", rule, "",
-              "cost and weights (means over the seeds, seconds the median; weights: not biases "
-              "or norm parameters):",
-              f"  {'value':<{w}} {'epochs':>7} {'s/training':>10} {'weights = 0':>12} "
-              f"{'|w| < 1e-3':>11}"]
+              "cost, test loss and weights (means over the seeds, seconds the median; weights: "
+              "not biases or norm parameters):",
+              f"  {'value':<{w}} {'epochs':>7} {'s/training':>10} {'test loss':>10} "
+              f"{'weights = 0':>12} {'|w| < 1e-3':>11}"]
     for v in c.values:
         lines.append(f"  {v.label:<{w}} {_mean(v.epochs, 7, '.1f')} "
                      f"{_number(statistics.median(v.seconds) if v.seconds else None, 10, '.2f')}"
+                     f" {_mean(v.test_losses, 10, '.4f')}"
                      f" {_mean(v.zeros, 12, '.2%')} {_mean(v.small_weights, 11, '.2%')}")
     if c.claim_verdict:
         lines += ["", f"claim ({_EXPECTED[c.expect]}): {c.claim_verdict}", CLAIM_RULE]
