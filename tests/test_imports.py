@@ -110,8 +110,12 @@ def _imported_by(name: str, path: Path) -> set[str]:
                        for alias in node.names]
         else:
             continue
+        # Importing a.b.c runs the packages a and a.b first: their __init__ imports count,
+        # except this module's own packages (running them is how Python got here).
+        targets += [".".join(t.split(".")[:i]) for t in targets for i in range(1, t.count(".") + 1)]
         # An import of a module that does not exist fails the importer's test above.
-        found.update(t for t in targets if t in MODULES and t != name)
+        found.update(t for t in targets
+                     if t in MODULES and t != name and not name.startswith(t + "."))
     return found
 
 

@@ -199,3 +199,15 @@ def test_best_trial_model_is_kept_not_retrained_and_scores_as_its_replay(study_d
     loss, accuracy = evaluate(replayed, data.x_test, data.y_test)
     assert result.best_trial_test["test_accuracy"] == accuracy
     assert math.isclose(result.best_trial_test["test_loss"], loss, rel_tol=1e-6)
+
+
+def test_run_study_asks_for_the_report_step_when_the_study_has_a_report(tmp_path, monkeypatch):
+    """From Python, a `report:` section needs the step from the layer above (the study layer
+    does not import trickopt.effects); refused before anything is created."""
+    from trickopt.study import load_study_config, run_study
+
+    monkeypatch.chdir(tmp_path)
+    config = load_study_config(None, ["study.name=asks", "report={seeds: 2}"])
+    with pytest.raises(ValueError, match=r"report_step=trickopt\.effects\.study_step\.run"):
+        run_study(config, progress=False)
+    assert list(tmp_path.iterdir()) == []

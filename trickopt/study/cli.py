@@ -97,6 +97,13 @@ def main(argv: list[str] | None = None) -> int:
         phases.write()
 
 
+def _report_step():
+    """The `report:` step, imported only for a study that has one (it pulls scipy and
+    matplotlib, seconds of every start)."""
+    from trickopt.effects import study_step
+    return study_step.run
+
+
 def _main(argv: list[str] | None) -> int:
     args = parse_args(argv)
     remember_secrets(args.storage, args.tracking_uri)  # before any message can show them
@@ -111,7 +118,8 @@ def _main(argv: list[str] | None) -> int:
         return 2
     signals.handle_sigterm()
     try:
-        result = run_study(config, progress=not args.no_progress)
+        result = run_study(config, progress=not args.no_progress,
+                           report_step=_report_step() if config.report.enabled else None)
     except (DataError, FactoryError, TrackingError, StorageError, StudyMismatchError) as exc:
         print(f"error: {mask_passwords_in_text(str(exc))}", file=sys.stderr)
         return 2

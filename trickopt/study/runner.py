@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import sys
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, TextIO
 
 import optuna
@@ -38,7 +38,6 @@ from trickopt.study.trials import (
 )
 from trickopt.study.workers import (
     optimize_share,
-    report_workers,
     run_workers,
     threads_per_worker,
 )
@@ -71,8 +70,14 @@ class StudyResult:
     report_folder: str | None = None
 
 
+# The study's `report:` step: (config, study, storage, tracker, progress, out, result) -> the
+# trial it chose for the refit. It lives in trickopt.effects, the layer built on this one, so
+# the caller hands it in: `python -m trickopt.study` passes trickopt.effects.study_step.run.
+ReportStep = Callable[..., "int | None"]
+
+
 def run_study(config: StudyConfig, *, model=None, data=None, progress: bool = True,
-              out: TextIO | None = None) -> StudyResult:
+              out: TextIO | None = None, report_step: ReportStep | None = None) -> StudyResult:
     """Run (or resume) the study `config` describes and return what happened.
 
     `model` and `data` are factories of your own (`build(tricks, input_shape, n_classes,
@@ -82,7 +87,13 @@ def run_study(config: StudyConfig, *, model=None, data=None, progress: bool = Tr
 
     Raises (before anything is created): ConfigError, DataError, FactoryError, TrackingError,
     StorageError, StudyMismatchError.
+
+    A study file with a `report:` section needs `report_step=trickopt.effects.study_step.run`
+    (the trick-effect report between the search and the refit).
     """
+    if config.report.enabled and report_step is None:
+        raise ValueError("config.report is set: pass report_step=trickopt.effects.study_step.run "
+                         "to run_study (or set report.enabled: false to skip the report)")
     if model is not None or data is not None:
         config = parse_study_config(config.raw, source=config.source, model=model, data=data)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -103,7 +114,7 @@ def run_study(config: StudyConfig, *, model=None, data=None, progress: bool = Tr
     result = StudyResult(study, describe_storage(config.study.storage),
                          tracker.display_uri if tracker else None, ignored_tricks=ignored)
     try:
-        _run(config, study, storage, data, tracker, progress, out, result)
+        _run(config, study, storage, data, tracker, progress, out, result, report_step)
     finally:
         if tracker is not None:
             with phase("tracking_close"):
@@ -119,7 +130,7 @@ def run_study(config: StudyConfig, *, model=None, data=None, progress: bool = Tr
 
 
 def _run(config: StudyConfig, study: optuna.Study, storage, data, tracker, progress: bool,
-         out: TextIO, result: StudyResult) -> None:
+         out: TextIO, result: StudyResult, report_step: ReportStep | None) -> None:
     result.recovered_trials = _recover(study, storage, tracker)
     print(f"study {config.study.name!r}: {len(study.trials)} trials so far in "
           f"{result.storage}" + (f"; retrying trials {result.recovered_trials} of a dead worker"
@@ -147,7 +158,7 @@ def _run(config: StudyConfig, study: optuna.Study, storage, data, tracker, progr
     chosen = None
     if config.report.enabled and not result.interrupted and result.states.get("COMPLETE"):
         with phase("report"):
-            chosen = _report(config, study, storage, tracker, progress, out, result)
+            chosen = report_step(config, study, storage, tracker, progress, out, result)
     if not result.interrupted and result.states.get("COMPLETE"):
         with phase("refit"):
             result.best_trial_test, result.refit = score_best_and_refit(
@@ -156,35 +167,6 @@ def _run(config: StudyConfig, study: optuna.Study, storage, data, tracker, progr
         with phase("parent_summary"):
             log_parent_summary(tracker, study, config, result)
             tracker.send(ev.EndParent("KILLED" if result.interrupted else "FINISHED"))
-
-
-def _report(config: StudyConfig, study: optuna.Study, storage, tracker, progress: bool,
-            out: TextIO, result: StudyResult) -> int | None:
-    """The trick-effect report, right after the search; returns the trial it chose (by the
-    mean over seeds of its top trials), which the refit then uses."""
-    # The one import from the layer above: trickopt.effects is built on this package (its
-    # search space, recovery, workers), and the study's `report:` step calls up into it.
-    from trickopt.effects.jobs import FINISHED_ATTR, open_queue
-    from trickopt.effects.output import publish
-    from trickopt.effects.report import Settings, run_report
-
-    r = config.report
-    settings = Settings(seeds=r.seeds, max_seeds=r.max_seeds, racing=r.racing, top_k=r.top_k,
-                        retune_lr="lr" in r.retune, path=r.path,
-                        workers=r.workers or report_workers())
-    queue = open_queue(config, storage, tracker)
-    queue.study.set_user_attr(FINISHED_ATTR, False)
-    try:
-        result.report = run_report(config, study, queue, settings, out=out, progress=progress)
-    except KeyboardInterrupt:
-        result.interrupted = True
-        return None
-    folder = (Path(config.source).parent if config.source else Path.cwd()) / \
-        f"report-{study.study_name}"
-    publish(result.report, folder, tracker, out=out)
-    queue.study.set_user_attr(FINISHED_ATTR, True)
-    result.report_folder = str(folder)
-    return result.report.chosen_trial
 
 
 def _set_threads(config: StudyConfig, workers: int) -> None:
