@@ -1,3 +1,3 @@
-from trickopt.study.cli import main
+from trickopt.study.cli import exit_now, main
 
-raise SystemExit(main())
+exit_now(main())

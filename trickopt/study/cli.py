@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import sys
+from typing import NoReturn
 
 from trickopt.config import ConfigError
 from trickopt.data import DataError
@@ -95,6 +98,18 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         phases.mark("main_end")
         phases.write()
+
+
+def exit_now(code: int) -> NoReturn:
+    """End a `python -m` command with `code` once its output is flushed, skipping the
+    interpreter's teardown of torch, optuna and the rest (0.5 to 1 s of every command here).
+    Safe because nothing is left open by then: the tracking process and the workers are
+    joined, the journal is written record by record, an RDB storage commits each write (its
+    idle connections are simply dropped), and temporary files are removed in `finally`."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _report_step():

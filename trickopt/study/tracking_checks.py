@@ -34,12 +34,13 @@ def check_tracking_uri(uri: str) -> None:
             f"tracking.uri: MLflow 3 no longer writes to a folder of files; got "
             f"{mask_password(uri)!r} (use sqlite:///PATH/mlflow.db, a database URL or "
             "http://HOST:PORT)")
-    _check_database_url(uri)
-    if uri.startswith("sqlite:///"):
-        folder = Path(uri[len("sqlite:///"):]).parent
+    if uri.startswith("sqlite:///"):  # no password, no driver to install: no SQLAlchemy
+        folder = Path(uri[len("sqlite:///"):]).parent  # import (0.3 s) to parse it
         if not folder.is_dir():
             raise TrackingError(f"tracking.uri: the folder {folder} of {mask_password(uri)} "
                                 "does not exist")
+        return
+    _check_database_url(uri)
 
 
 def _check_database_url(uri: str) -> None:

@@ -57,7 +57,6 @@ def serve(events, reports) -> None:
         except queue.Empty:
             if study_process is not None and not study_process.is_alive():
                 break
-            writer.prepare_plots()  # while idle: the study's end then waits less
             continue
         except (EOFError, OSError):
             break  # the study process is gone, and its end of the queue with it
@@ -73,6 +72,7 @@ def serve(events, reports) -> None:
             writer.handle(events.get_nowait())
         except (queue.Empty, OSError, EOFError):
             break
+    _close_sqlite()  # before the Report: the study's command ends with its folder tidy
     try:
         reports.send(ev.Report(writer.experiment_id, writer.parent_run_id, writer.error))
     except (OSError, ValueError):
@@ -88,7 +88,7 @@ class Writer:
         self.experiment_id: str | None = None
         self.parent_run_id: str | None = None
         self.study_name = ""
-        self.draws_plots = self.plots_prepared = False
+        self.draws_plots = False
         self.error: str | None = None
         self.runs: dict[str, str] = {}  # the training side's run key -> MLflow run id
         self.params: dict[str, list[Param]] = {}  # written with a run's first batch
@@ -116,6 +116,8 @@ class Writer:
     # -- events -----------------------------------------------------------------------------
     def _open(self, event: ev.Open) -> None:
         remember_secrets(event.uri)  # masked in every warning this process prints
+        if event.uri.startswith("sqlite:"):
+            _write_ahead_log()
         with _creating_alone(event.uri):
             _probe_database(event.uri)
             self.client = _retry_schema_race(
@@ -124,6 +126,8 @@ class Writer:
                 lambda: self._experiment_id(event.experiment))
         self.client.set_experiment_tag(self.experiment_id, *ev.EXPERIMENT_KIND)
         self.study_name, self.draws_plots = event.study_name, event.plots
+        if self.draws_plots:  # now, while the study starts: its end then waits less
+            import_plotting()
         run_id = self._find_parent()
         deadline = time.monotonic() + (PARENT_WAIT_SECONDS if event.role == "join" else 0)
         while run_id is None and time.monotonic() < deadline:  # the claimer is creating it
@@ -183,12 +187,6 @@ class Writer:
                     path.write_text(text)
                 self.client.log_artifact(self.parent_run_id, str(path),
                                          str(Path(name).parent) if "/" in name else None)
-
-    def prepare_plots(self) -> None:
-        """Import the plotting code (about 1.2 s), once, if this process will draw."""
-        if self.draws_plots and not self.plots_prepared:
-            self.plots_prepared = True
-            import_plotting()
 
     def _plots(self, event: ev.Plots) -> None:
         with tempfile.TemporaryDirectory(prefix="trickopt-plots-") as folder:
@@ -284,6 +282,39 @@ def _creating_alone(uri: str):
         yield
     finally:
         os.close(folder)  # releases the lock
+
+
+_SQLITE_CONNECTIONS: list = []  # closed before this process exits: see `_close_sqlite`
+
+
+def _close_sqlite() -> None:
+    """Close this process's SQLite connections: the last one to a WAL database folds the log
+    back into mlflow.db and removes mlflow.db-wal and -shm (left there, they are harmless but
+    clutter the user's folder). os._exit would skip it."""
+    for connection in _SQLITE_CONNECTIONS:
+        with contextlib.suppress(Exception):
+            connection.close()
+
+
+def _write_ahead_log() -> None:
+    """Open every SQLite connection of this process in WAL mode with synchronous=NORMAL:
+    MLflow's writes of a trial (create_run, log_batch, set_terminated) take 0.65x the time of
+    SQLite's default rollback journal (measured here), and on short trials this process is
+    the bottleneck. A crash of any process loses nothing; a power cut can lose the last few
+    writes, never the file (SQLite's WAL guarantees). `mlflow ui` reads it as before."""
+    import sqlite3
+
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    @event.listens_for(Engine, "connect")
+    def _pragmas(connection, _record) -> None:
+        if isinstance(connection, sqlite3.Connection):
+            _SQLITE_CONNECTIONS.append(connection)
+            cursor = connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")  # stored in the file: once is enough
+            cursor.execute("PRAGMA synchronous=NORMAL")  # per connection
+            cursor.close()
 
 
 def _probe_database(uri: str) -> None:
