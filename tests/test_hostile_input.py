@@ -85,6 +85,30 @@ def test_a_journal_path_that_is_a_folder_is_refused(tmp_path):
              tmp_path, keep=["x.journal"])
 
 
+@pytest.fixture
+def read_only_folder(tmp_path):
+    """A folder nothing can be written to: a read-only tmpfs as root (root ignores permission
+    bits), permission bits otherwise."""
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        yield folder
+        folder.chmod(0o755)
+        return
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,ro", "tmpfs", str(folder)],
+                      capture_output=True, check=False).returncode != 0:
+        pytest.skip("this machine does not let us mount a tmpfs")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=False)
+
+
+def test_a_read_only_working_folder_is_refused(read_only_folder):
+    _refused(_cli(read_only_folder, *TINY), "study.storage", read_only_folder)
+
+
 # -- 9: resource exhaustion --------------------------------------------------------------------
 def test_alias_bombs_deep_nesting_and_huge_files_are_refused_quickly(tmp_path):
     laughs = ["a0: &a0 [1, 1, 1, 1, 1, 1, 1, 1, 1]"] + [
@@ -137,6 +161,31 @@ def test_a_folder_named_mlflow_db_stops_tracking_within_seconds(tmp_path):
     warnings = [line for line in done.stderr.splitlines() if "MLflow" in line]
     assert len(warnings) == 1 and "tracking stopped" in warnings[0], done.stderr
     assert "retried" not in done.stderr
+
+
+def test_sqlite_tracking_in_a_read_only_folder_stops_tracking_not_the_study(tmp_path,
+                                                                           read_only_folder):
+    done = _process(tmp_path, *TINY, "--tracking-uri", f"sqlite:///{read_only_folder}/mlflow.db",
+                    timeout=120)
+    assert done.returncode == 1, done.stderr
+    warnings = [line for line in done.stderr.splitlines() if "MLflow" in line]
+    assert len(warnings) == 1 and "tracking stopped" in warnings[0], done.stderr
+    assert list(read_only_folder.iterdir()) == []
+    states = [t.state.name for t in optuna.load_study(
+        study_name="tiny", storage=open_storage(str(tmp_path / DEFAULT_JOURNAL))).trials]
+    assert states == ["COMPLETE", "COMPLETE"]
+
+
+def test_an_unreachable_postgresql_tracking_store_stops_tracking_in_seconds(tmp_path):
+    """Nothing listens on port 1: the connection is refused at once, and MLflow's own retries
+    (about ten minutes of them, 200 lines) are never reached."""
+    pytest.importorskip("psycopg")
+    done = _process(tmp_path, *TINY, "--tracking-uri",
+                    "postgresql://u:s3cr/etpw@127.0.0.1:1/db", timeout=120)
+    assert done.returncode == 1, done.stderr
+    warnings = [line for line in done.stderr.splitlines() if "MLflow" in line]
+    assert len(warnings) == 1 and "tracking stopped" in warnings[0], done.stderr
+    assert "s3cr" not in done.stdout + done.stderr and "etpw" not in done.stdout + done.stderr
 
 
 # -- the property: any --set value is a run or one refusal, never a traceback -------------------

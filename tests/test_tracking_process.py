@@ -3,8 +3,10 @@ stop the study, and the tracking process never outlives the study that started i
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -42,6 +44,10 @@ def test_training_process_never_imports_mlflow(tmp_path):
     # at before this test opens the store, which makes one).
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mlflow.db", "mlruns",
                                                           "trickopt.journal"]
+    # The store was written in WAL mode and is left in SQLite's default one, which opens
+    # anywhere (a read-only copy of a WAL database does not).
+    with contextlib.closing(sqlite3.connect(tmp_path / "mlflow.db")) as store:
+        assert store.execute("PRAGMA journal_mode").fetchone() == ("delete",)
     # ... and yet every trial was tracked.
     from mlflow.tracking import MlflowClient
 

@@ -60,7 +60,7 @@ def open_storage(url: str | None, *, heartbeat_interval: int | None = None,
 
     Raises:
         StorageError: the database cannot be reached, refuses the credentials, or the journal's
-            folder does not exist.
+            folder does not exist or cannot be written to.
     """
     from optuna.storages.journal import JournalFileBackend, JournalStorage
 
@@ -70,6 +70,14 @@ def open_storage(url: str | None, *, heartbeat_interval: int | None = None,
             raise StorageError(f"study.storage: the folder of {path} does not exist")
         if path.is_dir():
             raise StorageError(f"study.storage: {path} is a folder, not a journal file")
+        # The journal's lock is a file beside it, so even an existing journal needs its folder
+        # writable. (os.access answers for root too on a read-only file system.)
+        for needed in (path.parent, path) if path.exists() else (path.parent,):
+            if not os.access(needed, os.W_OK):
+                raise StorageError(
+                    f"study.storage: cannot write to {needed} (a read-only file system, or no "
+                    "permission); run from a folder you can write to, or pass --storage "
+                    "journal:PATH")
         _check_is_journal(path)
         repair_torn_tail(path)
         return JournalStorage(JournalFileBackend(str(path)))

@@ -288,12 +288,20 @@ _SQLITE_CONNECTIONS: list = []  # closed before this process exits: see `_close_
 
 
 def _close_sqlite() -> None:
-    """Close this process's SQLite connections: the last one to a WAL database folds the log
-    back into mlflow.db and removes mlflow.db-wal and -shm (left there, they are harmless but
-    clutter the user's folder). os._exit would skip it."""
-    for connection in _SQLITE_CONNECTIONS:
+    """Close this process's SQLite connections, the last one after switching the database
+    back to SQLite's default journal: that folds the write-ahead log into mlflow.db, removes
+    mlflow.db-wal and -shm, and leaves a file that opens anywhere, a read-only copy included
+    (a WAL database does not). Where another process still has it open (a worker, `mlflow
+    ui`), the switch is refused and that process's close does it. os._exit would skip this."""
+    *others, last = _SQLITE_CONNECTIONS or [None]
+    for connection in others:
         with contextlib.suppress(Exception):
             connection.close()
+    if last is not None:
+        with contextlib.suppress(Exception):
+            last.execute("PRAGMA journal_mode=DELETE")
+        with contextlib.suppress(Exception):
+            last.close()
 
 
 def _write_ahead_log() -> None:
@@ -301,7 +309,8 @@ def _write_ahead_log() -> None:
     MLflow's writes of a trial (create_run, log_batch, set_terminated) take 0.65x the time of
     SQLite's default rollback journal (measured here), and on short trials this process is
     the bottleneck. A crash of any process loses nothing; a power cut can lose the last few
-    writes, never the file (SQLite's WAL guarantees). `mlflow ui` reads it as before."""
+    writes, never the file (SQLite's WAL guarantees). `mlflow ui` reads it as before, and
+    `_close_sqlite` switches the file back to the default journal at the end."""
     import sqlite3
 
     from sqlalchemy import event
