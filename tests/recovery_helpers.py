@@ -128,6 +128,20 @@ def kill_mid_trial(process: subprocess.Popen, load_study, *,
     return trial.number
 
 
+def tracking_process(study_pid: int) -> int | None:
+    """The study's tracking process: its child started by multiprocessing's spawn (the
+    resource tracker, the other child, runs `resource_tracker`)."""
+    children = Path(f"/proc/{study_pid}/task/{study_pid}/children")
+    for pid in children.read_text().split() if children.exists() else []:
+        try:
+            command = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if "spawn_main" in command and "resource_tracker" not in command:
+            return int(pid)
+    return None
+
+
 def trial_runs(client: MlflowClient, study_name: str) -> dict[int, list[Run]]:
     """{trial number: its MLflow runs} of a study (whose experiment has the study's name),
     linked by their tags alone. Refit runs name a trial too, and are left out."""

@@ -1,7 +1,7 @@
 """Many workers on PostgreSQL (Optuna's RDB storage), and a worker killed mid-trial.
 
 MLflow tracking goes to a second PostgreSQL database here, as it would behind a tracking
-server shared by several machines.
+server shared by several machines; and, in the last test, to a real `mlflow server`.
 """
 
 from __future__ import annotations
@@ -21,6 +21,11 @@ from recovery_helpers import (
     assert_still_running,
     check_recovered,
     complete_numbers,
+    kill_mid_trial,
+    start_study,
+    tracking_process,
+    trial_runs,
+    wait_for,
     wait_for_trial_mid_run,
 )
 
@@ -170,3 +175,50 @@ def test_a_report_is_shared_by_a_joining_worker(postgres, tmp_path):
     assert len(keys) == len(set(keys)) == 3 + 3 * 3
     workers = {t.user_attrs["worker"].split(":")[1] for t in trials}
     assert workers == {str(coordinator.pid), str(joiner.pid)}
+
+
+def test_kill_9_of_the_study_and_of_its_tracking_process_on_postgresql_and_a_server(
+        postgres, mlflow_server, tmp_path):
+    """The scaled-out set-up (Optuna on PostgreSQL, MLflow behind a tracking server): kill -9
+    of the whole study mid-trial, then of a second run's tracking process mid-study, then a
+    rerun. Nothing is left RUNNING in Optuna or MLflow, and no finished trial is lost."""
+    storage, name = postgres.new_database(), "pg-killed"
+    args = ["--study-name", name, "--storage", storage, "--tracking-uri", mlflow_server,
+            "--set", "study.heartbeat_interval=1", "--set", "study.grace_period=30"]
+    client = MlflowClient(mlflow_server)
+
+    def load():
+        return optuna.load_study(study_name=name, storage=open_storage(storage))
+
+    def server_has_a_trial_run() -> bool:
+        experiment = client.get_experiment_by_name(name)
+        return experiment is not None and bool(trial_runs(client, name))
+
+    # 1. The whole study, kill -9, while a trial runs and the server has runs.
+    first = start_study(tmp_path, "--n-trials", "6", *args)
+    killed = kill_mid_trial(first, load, ready=server_has_a_trial_run)
+    complete_before = complete_numbers(load())
+
+    # 2. A second run; its tracking process alone is killed while a trial of its own runs.
+    second = start_study(tmp_path, "--n-trials", "3", *args)
+    try:
+        wait_for_trial_mid_run(load, second, where=lambda t: t.number > killed)
+        tracker = wait_for("the tracking process", lambda: tracking_process(second.pid),
+                           process=second)
+        os.kill(tracker, signal.SIGKILL)
+        out = second.communicate(timeout=600)[0].decode()
+    finally:
+        if second.poll() is None:
+            os.killpg(second.pid, signal.SIGKILL)
+    assert second.returncode == 1, out  # the trials are all in Optuna; MLflow lacks some
+    assert "tracking process was killed" in out and "Traceback" not in out, out
+
+    # 3. The rerun completes MLflow from the Optuna storage.
+    rerun = study_cli(tmp_path, "--n-trials", "1", *args, *SLOW, timeout=600)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    study = load()
+    check_recovered(study, killed, complete_before, client, name)
+    runs = trial_runs(client, name)
+    for trial in study.get_trials(deepcopy=False):
+        assert runs[trial.number][0].info.status == {
+            "COMPLETE": "FINISHED", "FAIL": "FAILED", "PRUNED": "KILLED"}[trial.state.name]

@@ -11,12 +11,11 @@ import os
 import signal
 import subprocess
 import sys
-from pathlib import Path
 
 import optuna
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
-from recovery_helpers import sqlite_store_has_a_run, trial_runs, wait_for
+from recovery_helpers import sqlite_store_has_a_run, tracking_process, trial_runs, wait_for
 
 from trickopt.study.storage import DEFAULT_JOURNAL, open_storage
 
@@ -26,20 +25,6 @@ ARGS = ["--study-name", NAME, "--no-progress", "--set", "model.arch=mlp",
         "--set", "data.n_samples=3000", "--set", "train.max_epochs=12",
         "--set", "study.pruner=none", "--set", "search.stopper=none",
         "--set", "search.batch_size=32", "--set", "refit=none"]
-
-
-def tracking_process(study_pid: int) -> int | None:
-    """The study's tracking process: its child started by multiprocessing's spawn (the
-    resource tracker, the other child, runs `resource_tracker`)."""
-    children = Path(f"/proc/{study_pid}/task/{study_pid}/children")
-    for pid in children.read_text().split() if children.exists() else []:
-        try:
-            command = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
-        except OSError:
-            continue
-        if "spawn_main" in command and "resource_tracker" not in command:
-            return int(pid)
-    return None
 
 
 def test_tracking_process_killed_mid_study_then_a_rerun_leaves_nothing_running(tmp_path):
