@@ -43,9 +43,10 @@ def start_study(cwd: Path, *args: str) -> subprocess.Popen:
 
 
 def wait_for(what: str, poll: Callable[[], object], *, process: subprocess.Popen | None = None,
-             timeout: float = DEADLINE):
-    """Call `poll` until it returns something truthy, and return that. Fails naming `what` at
-    the deadline, or as soon as `process` (the study being watched) has ended."""
+             timeout: float = DEADLINE, poll_seconds: float = 0.2):
+    """Call `poll` every `poll_seconds` until it returns something truthy, and return that.
+    Fails naming `what` at the deadline, or as soon as `process` (the study being watched)
+    has ended."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
@@ -55,7 +56,7 @@ def wait_for(what: str, poll: Callable[[], object], *, process: subprocess.Popen
         found = poll()
         if found:
             return found
-        time.sleep(0.2)
+        time.sleep(poll_seconds)
     raise AssertionError(f"waited {timeout} s for {what}; it never happened")
 
 
@@ -92,11 +93,10 @@ def wait_for_trial_mid_run(load_study, process: subprocess.Popen | None = None, 
 def sqlite_store_has_a_run(db: Path) -> bool:
     """Whether the MLflow store `db` (SQLite) holds a run: its tables are all made. Read-only,
     so that a store still being set up is never touched (an MlflowClient would migrate it).
-    kill -9 while MLflow creates a fresh SQLite store's tables leaves it half made (alembic's
-    `_alembic_tmp_*` tables), and every later run's tracking stops; and until it has set the
-    store up, the tracking process does not yet ignore SIGINT. The tests that signal a whole
-    study's process group wait for this first: short trials could end before the store is
-    made."""
+    Until it has set the store up, the tracking process does not yet ignore SIGINT, and a
+    kill -9 then leaves no store at all (it is made under another name): the tests that
+    signal a whole study's process group, and expect runs to complete, wait for this first,
+    as short trials could end before the store is made."""
     try:
         with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True,
                                                 timeout=1.0)) as connection:
@@ -140,6 +140,19 @@ def tracking_process(study_pid: int) -> int | None:
         if "spawn_main" in command and "resource_tracker" not in command:
             return int(pid)
     return None
+
+
+def kill_tracking_process(study: subprocess.Popen) -> str:
+    """kill -9 the study's tracking process alone; return the study's output once it has
+    ended (it goes on without MLflow). The study is killed too if anything here fails."""
+    try:
+        tracker = wait_for("the tracking process", lambda: tracking_process(study.pid),
+                           process=study)
+        os.kill(tracker, signal.SIGKILL)
+        return study.communicate(timeout=600)[0].decode()
+    finally:
+        if study.poll() is None:
+            os.killpg(study.pid, signal.SIGKILL)
 
 
 def trial_runs(client: MlflowClient, study_name: str) -> dict[int, list[Run]]:

@@ -22,10 +22,9 @@ from recovery_helpers import (
     check_recovered,
     complete_numbers,
     kill_mid_trial,
+    kill_tracking_process,
     start_study,
-    tracking_process,
     trial_runs,
-    wait_for,
     wait_for_trial_mid_run,
 )
 
@@ -203,13 +202,10 @@ def test_kill_9_of_the_study_and_of_its_tracking_process_on_postgresql_and_a_ser
     second = start_study(tmp_path, "--n-trials", "3", *args)
     try:
         wait_for_trial_mid_run(load, second, where=lambda t: t.number > killed)
-        tracker = wait_for("the tracking process", lambda: tracking_process(second.pid),
-                           process=second)
-        os.kill(tracker, signal.SIGKILL)
-        out = second.communicate(timeout=600)[0].decode()
-    finally:
-        if second.poll() is None:
-            os.killpg(second.pid, signal.SIGKILL)
+    except AssertionError:
+        os.killpg(second.pid, signal.SIGKILL)
+        raise
+    out = kill_tracking_process(second)
     assert second.returncode == 1, out  # the trials are all in Optuna; MLflow lacks some
     assert "tracking process was killed" in out and "Traceback" not in out, out
 

@@ -15,7 +15,13 @@ import sys
 import optuna
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
-from recovery_helpers import sqlite_store_has_a_run, tracking_process, trial_runs, wait_for
+from recovery_helpers import (
+    kill_tracking_process,
+    sqlite_store_has_a_run,
+    tracking_process,
+    trial_runs,
+    wait_for,
+)
 
 from trickopt.study.storage import DEFAULT_JOURNAL, open_storage
 
@@ -44,18 +50,15 @@ def test_tracking_process_killed_mid_study_then_a_rerun_leaves_nothing_running(t
                              stderr=subprocess.STDOUT, env=environment, start_new_session=True)
     try:
         wait_for("a complete trial", one_complete, process=study)
-        # A trial can finish before the tracking process has made the fresh store's tables;
-        # killed while it makes them, it leaves the store half made (see
-        # sqlite_store_has_a_run), which is not what this test is about.
+        # A trial can finish before the tracking process has made the fresh store; killed
+        # while it makes it, it leaves none (the next test). This one is about a store that
+        # has runs to complete.
         wait_for("the MLflow store set up", lambda: sqlite_store_has_a_run(
             tmp_path / "mlflow.db"), process=study)
-        tracker = wait_for("the tracking process", lambda: tracking_process(study.pid),
-                           process=study)
-        os.kill(tracker, signal.SIGKILL)
-        out = study.communicate(timeout=600)[0].decode()
-    finally:
-        if study.poll() is None:
-            os.killpg(study.pid, signal.SIGKILL)
+    except AssertionError:
+        os.killpg(study.pid, signal.SIGKILL)
+        raise
+    out = kill_tracking_process(study)
     assert study.returncode == 1, out  # the trials are all in Optuna; MLflow lacks some
     killed_lines = [line for line in out.splitlines() if "tracking process was killed" in line]
     assert len(killed_lines) >= 1, out
@@ -78,3 +81,38 @@ def test_tracking_process_killed_mid_study_then_a_rerun_leaves_nothing_running(t
     experiment = client.get_experiment_by_name(NAME).experiment_id
     assert not [r.info.run_name for r in client.search_runs([experiment])
                 if r.info.status == "RUNNING"]
+
+
+def test_tracking_process_killed_while_creating_the_store_leaves_no_broken_store(tmp_path):
+    """A new mlflow.db is made under another name and linked into place when whole: a
+    tracking process killed during MLflow's migrations (a second or two) leaves no store
+    that every later run fails to open; the next run makes it and tracks."""
+    environment = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    tiny = ["--study-name", "fresh", "--no-progress", "--set", "data.name=digits",
+            "--set", "model.arch=mlp", "--set", "model.width=8", "--set", "refit=none",
+            "--set", "train.max_epochs=2"]
+    study = subprocess.Popen([sys.executable, "-m", "trickopt.study", "--n-trials", "2",
+                              *tiny], cwd=tmp_path, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, env=environment, start_new_session=True)
+    try:
+        tracker = wait_for("the tracking process", lambda: tracking_process(study.pid),
+                           process=study, poll_seconds=0.01)
+        wait_for("the store being made", lambda: list(tmp_path.glob(".mlflow.db.creating-*")),
+                 process=study, poll_seconds=0.01)
+        os.kill(tracker, signal.SIGKILL)
+        out = study.communicate(timeout=300)[0].decode()
+    finally:
+        if study.poll() is None:
+            os.killpg(study.pid, signal.SIGKILL)
+    assert study.returncode == 1, out  # the trials are in Optuna; MLflow has none of them
+    assert not (tmp_path / "mlflow.db").exists()  # no half-made store under the real name
+
+    rerun = subprocess.run([sys.executable, "-m", "trickopt.study", "--n-trials", "1", *tiny],
+                           cwd=tmp_path, capture_output=True, text=True, env=environment,
+                           timeout=300)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert not list(tmp_path.glob(".mlflow.db.creating-*"))  # the killed one's, removed
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = trial_runs(client, "fresh")
+    assert sorted(runs) == [0, 1, 2]  # the first run's two trials rebuilt from Optuna
+    assert {r[0].info.status for r in runs.values()} == {"FINISHED"}

@@ -116,9 +116,10 @@ class Writer:
     # -- events -----------------------------------------------------------------------------
     def _open(self, event: ev.Open) -> None:
         remember_secrets(event.uri)  # masked in every warning this process prints
-        if event.uri.startswith("sqlite:"):
-            _write_ahead_log()
         with _creating_alone(event.uri):
+            _create_sqlite_whole(event.uri)
+            if event.uri.startswith("sqlite:"):
+                _write_ahead_log()
             _probe_database(event.uri)
             self.client = _retry_schema_race(
                 lambda: MlflowClient(with_installed_driver(event.uri)))
@@ -282,6 +283,48 @@ def _creating_alone(uri: str):
         yield
     finally:
         os.close(folder)  # releases the lock
+
+
+def _create_sqlite_whole(uri: str) -> None:
+    """Make a new SQLite store under another name, then link it into place: MLflow's
+    migrations of a new mlflow.db take a second or two, and a process killed in the middle
+    (kill -9, a power cut) would leave a store that no later run can open. A name that
+    exists is a store someone made: left alone. Called under `_creating_alone`'s lock."""
+    if not uri.startswith("sqlite:///"):
+        return
+    path = Path(uri[len("sqlite:///"):].split("?")[0])
+    if path.exists() or not path.parent.is_dir():
+        return  # a store already, or something the probe will report in one line
+    for stale in path.parent.glob(f".{path.name}.creating-*"):  # a creator killed mid-way
+        stale.unlink(missing_ok=True)
+    making = path.with_name(f".{path.name}.creating-{os.getpid()}")
+    # Before WAL mode is switched on: SQLite's default journal leaves every committed
+    # migration in the file itself, which then holds the whole store.
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    opened: list = []
+
+    def keep(connection, _record) -> None:
+        opened.append(connection)
+
+    event.listen(Engine, "connect", keep)
+    try:
+        MlflowClient(f"sqlite:///{making}").search_experiments(max_results=1)  # migrates
+    finally:
+        event.remove(Engine, "connect", keep)
+        for connection in opened:  # that store object is never used again
+            with contextlib.suppress(Exception):
+                connection.close()
+    try:
+        os.link(making, path)  # never replaces a store made meanwhile (rename would)
+    except FileExistsError:
+        pass
+    except OSError:  # a file system without hard links (some network and FUSE ones)
+        if not path.exists():
+            os.rename(making, path)
+    finally:
+        making.unlink(missing_ok=True)
 
 
 _SQLITE_CONNECTIONS: list = []  # closed before this process exits: see `_close_sqlite`
