@@ -183,3 +183,14 @@ def test_plots_are_drawn_without_importing_scikit_learn():
                                 "param_importances.png", "slice.png"]))
     assert sklearn == "SKLEARN-ABSENT"
     assert pngs == "True"
+
+
+def test_a_percent_escaped_sqlite_path_is_the_file_sqlalchemy_reads(tmp_path):
+    """`sqlite:///my%20runs.db` names the file `my runs.db`, as SQLAlchemy (and so MLflow)
+    reads it; the new store is made under a hidden name and moved there, nothing left over."""
+    done = subprocess.run([sys.executable, "-m", "trickopt.study", *TINY, "--tracking-uri",
+                           "sqlite:///my%20runs.db"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300, env=_environment())
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mlruns", "my runs.db",
+                                                          "trickopt.journal"]

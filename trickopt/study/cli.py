@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import multiprocessing
 import os
 import sys
 from typing import NoReturn
@@ -105,7 +106,11 @@ def exit_now(code: int) -> NoReturn:
     interpreter's teardown of torch, optuna and the rest (0.5 to 1 s of every command here).
     Safe because nothing is left open by then: the tracking process and the workers are
     joined, the journal is written record by record, an RDB storage commits each write (its
-    idle connections are simply dropped), and temporary files are removed in `finally`."""
+    idle connections are simply dropped), and temporary files are removed in `finally`.
+    A worker still running (one that outlived its stop after Ctrl-C) is waited for by the
+    interpreter's usual exit instead."""
+    if multiprocessing.active_children():
+        sys.exit(code)
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()

@@ -35,7 +35,8 @@ def check_tracking_uri(uri: str) -> None:
             f"{mask_password(uri)!r} (use sqlite:///PATH/mlflow.db, a database URL or "
             "http://HOST:PORT)")
     if uri.startswith("sqlite:///"):  # no password, no driver to install: no SQLAlchemy
-        folder = Path(uri[len("sqlite:///"):]).parent  # import (0.3 s) to parse it
+        # import (0.3 s) to parse it; its path is read as SQLAlchemy reads it.
+        folder = Path(unquote(uri[len("sqlite:///"):].partition("?")[0])).parent
         if not folder.is_dir():
             raise TrackingError(f"tracking.uri: the folder {folder} of {mask_password(uri)} "
                                 "does not exist")

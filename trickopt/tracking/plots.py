@@ -39,8 +39,12 @@ def draw_plots(trials: list, direction: str, importances: dict[str, float],
     study.add_trials(trials)
     top = sorted(importances, key=importances.get, reverse=True)[:SLICE_PARAMS] or None
     kwargs = {"plot_slice": {"params": top}}
-    paths = [_draw_importances(importances, folder / "param_importances.png")] \
-        if importances else []
+    paths = []
+    if importances:
+        try:
+            paths.append(_draw_importances(importances, folder / "param_importances.png"))
+        except Exception as exc:  # noqa: BLE001 - one plot failing must not cost the others
+            log.warning("could not draw the importances: %s", exc)
     for name in PLOTS:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Optuna marks its matplotlib plots experimental

@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 try:
     import fcntl
@@ -274,10 +275,11 @@ def _creating_alone(uri: str):
     two processes creating one new mlflow.db at once (two studies, or workers, started
     together) break its migrations for good ("_alembic_tmp_experiments already exists"). A
     database server copes (the losers of its race are retried); a SQLite file does not."""
-    if not uri.startswith("sqlite:///") or fcntl is None:
+    path = _sqlite_file(uri)
+    if path is None or fcntl is None:
         yield
         return
-    folder = os.open(Path(uri[len("sqlite:///"):]).parent, os.O_RDONLY)
+    folder = os.open(path.parent, os.O_RDONLY)
     try:
         fcntl.flock(folder, fcntl.LOCK_EX)  # a lock on the folder: no file left behind
         yield
@@ -285,21 +287,54 @@ def _creating_alone(uri: str):
         os.close(folder)  # releases the lock
 
 
+def _sqlite_file(uri: str) -> Path | None:
+    """The file a sqlite:/// URI names, read the way SQLAlchemy reads it (percent-escapes
+    undone, the query left out); None for an in-memory store or SQLite's own `file:` URIs."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    from sqlalchemy.engine import make_url
+
+    url = make_url(uri)
+    if not url.database or url.database == ":memory:" or url.database.startswith("file:") \
+            or url.query.get("uri"):
+        return None
+    return Path(url.database)
+
+
 def _create_sqlite_whole(uri: str) -> None:
     """Make a new SQLite store under another name, then link it into place: MLflow's
     migrations of a new mlflow.db take a second or two, and a process killed in the middle
     (kill -9, a power cut) would leave a store that no later run can open. A name that
     exists is a store someone made: left alone. Called under `_creating_alone`'s lock."""
-    if not uri.startswith("sqlite:///"):
-        return
-    path = Path(uri[len("sqlite:///"):].split("?")[0])
-    if path.exists() or not path.parent.is_dir():
-        return  # a store already, or something the probe will report in one line
-    for stale in path.parent.glob(f".{path.name}.creating-*"):  # a creator killed mid-way
-        stale.unlink(missing_ok=True)
+    path = _sqlite_file(uri)
+    if path is None or path.exists() or not path.parent.is_dir():
+        return  # not ours to make, a store already, or what the probe reports in one line
+    if fcntl is not None:  # under the lock no other creator is at work: theirs are stale
+        for stale in path.parent.glob(f".{path.name}.creating-*"):
+            stale.unlink(missing_ok=True)
     making = path.with_name(f".{path.name}.creating-{os.getpid()}")
-    # Before WAL mode is switched on: SQLite's default journal leaves every committed
-    # migration in the file itself, which then holds the whole store.
+    making_uri = f"sqlite:///{quote(str(making))}"
+    try:
+        # A folder that cannot be written to fails here at once; MLflow itself would
+        # retry for a minute and a half, printing each retry.
+        _probe_database(making_uri)
+        _migrate_alone(making_uri)
+        try:
+            os.link(making, path)  # never replaces a store made meanwhile (rename would)
+        except FileExistsError:
+            pass
+        except OSError:  # a file system without hard links (some network and FUSE ones)
+            if not path.exists():
+                os.rename(making, path)
+    finally:
+        making.unlink(missing_ok=True)
+        Path(f"{making}-journal").unlink(missing_ok=True)
+
+
+def _migrate_alone(uri: str) -> None:
+    """MLflow's migrations of a new store at `uri`, its connections closed afterwards (that
+    store object is never used again). Before WAL mode is switched on: SQLite's default
+    journal leaves every committed migration in the file itself."""
     from sqlalchemy import event
     from sqlalchemy.engine import Engine
 
@@ -310,21 +345,12 @@ def _create_sqlite_whole(uri: str) -> None:
 
     event.listen(Engine, "connect", keep)
     try:
-        MlflowClient(f"sqlite:///{making}").search_experiments(max_results=1)  # migrates
+        MlflowClient(uri).search_experiments(max_results=1)
     finally:
         event.remove(Engine, "connect", keep)
-        for connection in opened:  # that store object is never used again
+        for connection in opened:
             with contextlib.suppress(Exception):
                 connection.close()
-    try:
-        os.link(making, path)  # never replaces a store made meanwhile (rename would)
-    except FileExistsError:
-        pass
-    except OSError:  # a file system without hard links (some network and FUSE ones)
-        if not path.exists():
-            os.rename(making, path)
-    finally:
-        making.unlink(missing_ok=True)
 
 
 _SQLITE_CONNECTIONS: list = []  # closed before this process exits: see `_close_sqlite`
