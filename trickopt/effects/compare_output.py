@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from trickopt.effects.compare import Comparison, ValueResult
-from trickopt.effects.output import write_whole
+from trickopt.effects.output import as_artifacts, write_whole
 from trickopt.effects.plots import DPI, HELPS, NEUTRAL, TESTED, WIDTH
 
 if TYPE_CHECKING:
@@ -230,8 +230,7 @@ def publish(c: Comparison, folder: Path, tracker=None, *,
     if tracker is not None:
         tracker.log_parent(
             tags={"compare.reference": c.reference},
-            files={f"compare/{name}": (path.read_bytes() if path.suffix == ".png"
-                                       else path.read_text()) for name, path in files.items()})
+            files=as_artifacts(files, "compare"))
         print(f"and to the study's MLflow parent run in {tracker.display_uri} (artifacts "
               "compare/; every training is a child run tagged phase=tune or phase=compare, "
               "scientific and seed)", file=out)

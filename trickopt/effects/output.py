@@ -63,6 +63,13 @@ def _plots(report: Report):
                lambda path: draw_replay(report.replay, path))
 
 
+def as_artifacts(files: dict[str, Path], prefix: str) -> dict[str, str | bytes]:
+    """The saved files as the tracking process takes them: {prefix/name: text, or bytes for
+    a plot}."""
+    return {f"{prefix}/{name}": path.read_bytes() if path.suffix == ".png" else path.read_text()
+            for name, path in files.items()}
+
+
 def publish(report: Report, folder: Path, tracker=None, *, out=None) -> dict[str, Path]:
     """Print the table, save the files into `folder`, and send them (and the arms' mean test
     scores) to the study's MLflow parent run where tracking is on."""
@@ -80,8 +87,7 @@ def publish(report: Report, folder: Path, tracker=None, *, out=None) -> dict[str
                      (-1 if report.score == "test_rmse" else 1) * sum(a.scores) / len(a.scores)
                      for a in report.arms if a.scores},
             tags={"report.chosen_trial": report.chosen_trial},
-            files={f"report/{name}": (path.read_bytes() if path.suffix == ".png"
-                                      else path.read_text()) for name, path in files.items()})
+            files=as_artifacts(files, "report"))
         print(f"and to the study's MLflow parent run in {tracker.display_uri} (artifacts "
               "report/; every training is a child run tagged phase=report)", file=out)
     return files
