@@ -18,13 +18,12 @@ from trickopt.effects.compare import (
     Tuning,
     ValueResult,
     claim_verdict,
-    combinations,
     compare_values,
     label,
 )
 from trickopt.effects.jobs import JOB_ATTR, Job, Outcome
 from trickopt.effects.stats import Effect
-from trickopt.study.config import load_study_config
+from trickopt.study.config import load_study_config, scientific_values
 from trickopt.study.space import Choice, Range
 from trickopt.study.storage import open_storage
 
@@ -89,7 +88,7 @@ def test_a_comparison_file_searches_its_nuisance_knobs_and_fixes_the_rest(tmp_pa
     assert config.search == {"lr": Range(1e-3, 1e-1, log=True),
                              "optimizer": Choice(("sgd", "adam", "adamw")),
                              "norm": Choice(("batch", "none"))}
-    assert combinations({"norm": ["batch", "layer"], "batch_size": [8, 32]}) == [
+    assert scientific_values({"norm": ["batch", "layer"], "batch_size": [8, 32]}) == [
         {"norm": "batch", "batch_size": 8}, {"norm": "batch", "batch_size": 32},
         {"norm": "layer", "batch_size": 8}, {"norm": "layer", "batch_size": 32}]
     assert label({"norm": "batch", "batch_size": 32}) == "norm=batch,batch_size=32"

@@ -52,11 +52,6 @@ TUNE_TRIAL_TAG = "trickopt.compare_tune_trial"  # `<label>/<number>`: a tuning t
 NOT_COUNTED = (StopReason.INTERRUPTED.value, StopReason.WORKER_DIED.value)
 
 
-def combinations(scientific: dict[str, list]) -> list[dict[str, Any]]:
-    """Every scientific value to compare (`trickopt.study.config.scientific_values`)."""
-    return scientific_values(scientific)
-
-
 def label(value: dict[str, Any]) -> str:
     """A value's name in study names, MLflow tags and tables: `norm=batch,batch_size=32`."""
     return ",".join(f"{knob}={setting}" for knob, setting in value.items())
@@ -138,7 +133,7 @@ def open_tuning_studies(config) -> list[tuple[dict, optuna.Study, Any]]:
     checked against the file as the study is (StudyMismatchError), before anything trains."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     return [(value, *open_study(value_config(config, value)))
-            for value in combinations(config.compare.scientific)]
+            for value in scientific_values(config.compare.scientific)]
 
 
 def counted(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import platform
 import statistics
 import sys
 from collections.abc import Sequence
@@ -110,9 +112,6 @@ def _setting(value) -> str:
 
 
 def _machine() -> str:
-    import os
-    import platform
-
     return f"{platform.machine()}, {os.cpu_count()} CPUs"
 
 

@@ -23,6 +23,7 @@ from trickopt.study.report import mlflow_ui_lines
 from trickopt.study.storage import describe_storage, open_storage
 from trickopt.study.tracking_checks import tracking_uri
 from trickopt.tracking import StudyTracker
+from trickopt.tracking.events import EndParent
 
 SETTINGS_ATTR = "settings"  # the fixed settings a study was created with
 SETTINGS_WAIT_SECONDS = 10  # how long to wait for the creator of a new study to write them
@@ -151,8 +152,6 @@ def end_tracking(tracker, config: StudyConfig, storage, status: str):
     release the parent-run claim. Returns the tracking process's Report (None: no tracking)."""
     if tracker is None:
         return None
-    from trickopt.tracking.events import EndParent
-
     tracker.send(EndParent(status))
     report = tracker.close()
     release_parent_claim(config, storage)
