@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import gc
 import multiprocessing
 import os
 import pickle
@@ -26,6 +27,10 @@ def default_tracking_uri() -> str:
 
 def _serve(events, reports) -> None:
     # The process's entry point, here so that starting it imports nothing heavy in this process.
+    # No garbage collection until the store is open (`serve` turns it on): the collector would
+    # walk the objects of mlflow, SQLAlchemy and matplotlib, made once and kept, again and
+    # again while they are imported.
+    gc.disable()
     from trickopt.tracking.writer import serve
 
     serve(events, reports)

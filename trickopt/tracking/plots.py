@@ -11,6 +11,8 @@ log = logging.getLogger("trickopt.tracking")
 PLOTS = ("plot_optimization_history", "plot_intermediate_values", "plot_slice")
 SLICE_PARAMS = 6  # a slice plot of every knob is ~20 panels that take seconds and no one reads
 LEGEND_TRIALS = 10  # the learning-curve plot names each trial in its legend up to this many
+# zlib's fastest level: a quarter less time to save than the default (6), files ~15 % larger
+PNG = {"pil_kwargs": {"compress_level": 1}}
 
 
 def import_plotting() -> None:
@@ -60,7 +62,7 @@ def draw_plots(trials: list, direction: str, importances: dict[str, float],
             figure = first.get_figure()
             figure.set_size_inches(10, 6)
             path = folder / f"{name.removeprefix('plot_')}.png"
-            figure.savefig(path, dpi=72)  # warnings off: "tight layout not applied"
+            figure.savefig(path, dpi=72, **PNG)  # warnings off: "tight layout not applied"
         plt.close("all")
         paths.append(path)
     return paths
@@ -81,5 +83,5 @@ def _draw_importances(importances: dict[str, float], path: Path) -> Path:
     axes.set_title("Hyperparameter importances")
     axes.set_xlim(0, max(1.0, max(importances.values()) * 1.1))
     figure.tight_layout()
-    figure.savefig(path, dpi=72)
+    figure.savefig(path, dpi=72, **PNG)
     return path
