@@ -12,9 +12,12 @@ batch 128, TPE seed 0, MedianPruner, an MLP of 1-3 layers of 4-128 units, dropou
 * (b) `python -m trickopt.study benchmarks/idiomatic_budget.yaml`: MLflow tracking on (a fresh
   ./mlflow.db), journal storage, progress bar, refit train_val; sgd / adam / adamw.
 * (b') = (b) + `--set KEY=VALUE` for each --also, e.g. tracking.enabled=false.
+* (b'') = (b) run with the trickopt of another checkout (`--before DIR`, e.g. a
+  `git worktree add DIR COMMIT`): a change's before and after, side by side.
 
 Run:
     python benchmarks/idiomatic.py --repeats 5 --also tracking.enabled=false
+    python benchmarks/idiomatic.py --repeats 6 --before /tmp/before   # a worktree of COMMIT
     python benchmarks/idiomatic.py --quick       # 3 trials of 2 epochs, 1 repetition
 """
 
@@ -25,6 +28,7 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
 
 from common import HERE, compare_commands, machine_facts, study_command
 
@@ -39,6 +43,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=3, help="interleaved repetitions (3)")
     parser.add_argument("--also", action="append", default=[], metavar="KEY=VALUE",
                         help="also run (b') = (b) + --set KEY=VALUE (repeatable)")
+    parser.add_argument("--before", metavar="DIR",
+                        help="also run (b) with the trickopt of the checkout in DIR")
     parser.add_argument("--objective", action="store_true",
                         help="run side (a) itself, once, in this process")
     parser.add_argument("--quick", action="store_true", help="3 trials of 2 epochs, R=1")
@@ -141,6 +147,10 @@ def main() -> None:
     if args.also:
         sides["(b') trickopt " + " ".join(args.also)] = study_command(
             *trickopt, *[x for kv in args.also for x in ("--set", kv)])
+    if args.before:  # its trickopt first on sys.path: spawned processes inherit sys.path
+        run = (f"import runpy, sys; sys.path.insert(0, {str(Path(args.before).resolve())!r}); "
+               "runpy.run_module('trickopt.study', run_name='__main__', alter_sys=True)")
+        sides[f"(b'') trickopt of {args.before}"] = [sys.executable, "-c", run, *trickopt]
     machine_facts("trickopt against the idiomatic Optuna objective, same budget", [
         f"{args.n_trials} trials x <= {args.epochs} epochs; repetitions: {args.repeats}, "
         "interleaved, each run in a fresh temporary folder",

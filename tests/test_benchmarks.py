@@ -80,14 +80,19 @@ def test_budget(tmp_path):
 
 @pytest.mark.slow
 def test_idiomatic(tmp_path):
-    stdout = run_quick(tmp_path, "idiomatic.py")
+    # --before: this very checkout, so the "before" side must train the same trials as (b).
+    before = f"(b'') trickopt of {BENCHMARKS.parent}"
+    stdout = run_quick(tmp_path, "idiomatic.py", "--before", str(BENCHMARKS.parent))
     rows = table(stdout, "side", "whole s", "whole / (a) idiomatic", "optimize / (a) idiomatic")
-    assert set(rows) == {"(a) idiomatic", "(b) trickopt"}
+    assert set(rows) == {"(a) idiomatic", "(b) trickopt", before}
     assert ratio(rows["(a) idiomatic"]["whole / (a) idiomatic"]) == 1.0
-    ratio(rows["(b) trickopt"]["whole / (a) idiomatic"])
-    ratio(rows["(b) trickopt"]["optimize / (a) idiomatic"])  # both sides time their trials
-    for row in table(stdout, "side", "trials", "epochs trained").values():
+    for side in ("(b) trickopt", before):
+        ratio(rows[side]["whole / (a) idiomatic"])
+        ratio(rows[side]["optimize / (a) idiomatic"])  # every side times its trials
+    trained = table(stdout, "side", "trials", "epochs trained", "best value")
+    for row in trained.values():
         assert 0 < int(row["epochs trained"]) <= 6, row  # 3 trials of at most 2 epochs
+    assert trained[before] == {**trained["(b) trickopt"], "side": before}
     assert "whole command" in table(stdout, "phase, s", "(a) idiomatic", "(b) trickopt")
 
 
