@@ -70,8 +70,8 @@ def serve(events, reports) -> None:
             break
         writer.handle(event)
         if not gc.isenabled():  # the store is open, and what it imported is here to stay:
-            gc.freeze()  # set aside, no full collection walks it (one took 0.2 s at the
-            gc.enable()  # end of every study, after the plots)
+            gc.freeze()  # set aside (with a few MB of a new store's migration garbage, once),
+            gc.enable()  # no full collection walks it (one took 0.2 s after the plots)
     while True:  # the study process died: write whatever it sent before
         try:
             writer.handle(events.get_nowait())
@@ -373,7 +373,7 @@ def _migrate_alone(path: Path) -> None:
         for connection in opened:
             with contextlib.suppress(Exception):
                 connection.close()
-    file = os.open(path, os.O_RDONLY)
+    file = os.open(path, os.O_RDWR)  # Windows flushes only a file opened for writing
     try:
         os.fsync(file)
     finally:
