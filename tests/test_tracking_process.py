@@ -233,3 +233,48 @@ def test_reconcile_rebuilds_a_dead_workers_run_and_leaves_those_written_here(tmp
     lines = done.stdout.splitlines()
     assert lines[0] == "SEARCHES 0"
     assert lines[1:] == ["trial-0 FINISHED None 1 ", "trial-1 FAILED worker_died 2 rebuilt"]
+
+
+def test_a_study_made_anew_under_its_old_name_gets_a_parent_run_of_its_own(tmp_path):
+    """Deleting the journal to start over makes another Optuna study under the same name:
+    its trials (numbered from 0 again) go under a parent run of their own, not among the old
+    study's trials. A resumed study keeps its parent run."""
+    def run(n_trials: str) -> None:
+        args = [*TINY[:1], n_trials, *TINY[2:]]
+        done = subprocess.run([sys.executable, "-m", "trickopt.study", *args], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=300, env=_environment())
+        assert done.returncode == 0, done.stdout + done.stderr
+
+    run("2")
+    run("1")  # resumed: trial 2, under the same parent
+    uid = _study(tmp_path).user_attrs["trickopt.study_uid"]
+    (tmp_path / DEFAULT_JOURNAL).unlink()
+    run("2")  # made anew: trials 0 and 1 again
+    assert _study(tmp_path).user_attrs["trickopt.study_uid"] != uid
+    with sqlite3.connect(tmp_path / "mlflow.db") as db:
+        parents = [row[0] for row in db.execute(
+            "SELECT run_uuid FROM runs JOIN tags USING (run_uuid) WHERE key = "
+            "'trickopt.parent' ORDER BY start_time")]
+        assert len(parents) == 2
+        trials = [sorted(row[0] for row in db.execute(
+            "SELECT name FROM runs JOIN tags USING (run_uuid) WHERE key = "
+            "'mlflow.parentRunId' AND value = ? AND name LIKE 'trial-%'", (parent,)))
+            for parent in parents]
+    assert trials == [["trial-0", "trial-1", "trial-2"], ["trial-0", "trial-1"]]
+
+
+def test_a_study_made_before_uids_keeps_one_parent_run_found_by_its_name(tmp_path):
+    """A study an earlier trickopt made has no `trickopt.study_uid`: each run of it finds the
+    parent run by the study's name, as it always did, and none is given a uid."""
+    storage = open_storage(str(tmp_path / DEFAULT_JOURNAL))
+    optuna.create_study(storage=storage, study_name="tiny", direction="minimize")
+    for _ in range(2):
+        done = subprocess.run([sys.executable, "-m", "trickopt.study", "--n-trials", "1",
+                               *TINY[2:]], cwd=tmp_path, capture_output=True, text=True,
+                              timeout=300, env=_environment())
+        assert done.returncode == 0, done.stdout + done.stderr
+    assert "trickopt.study_uid" not in _study(tmp_path).user_attrs
+    with sqlite3.connect(tmp_path / "mlflow.db") as db:
+        keys = [row[0] for row in db.execute("SELECT key FROM tags")]
+    assert keys.count("trickopt.parent") == 1
+    assert "trickopt.study_uid" not in keys

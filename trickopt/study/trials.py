@@ -11,6 +11,7 @@ import dataclasses
 import hashlib
 import json
 import time
+import uuid
 from collections.abc import Callable
 
 import optuna
@@ -28,6 +29,9 @@ from trickopt.tracking.events import EndParent
 SETTINGS_ATTR = "settings"  # the fixed settings a study was created with
 SETTINGS_WAIT_SECONDS = 10  # how long to wait for the creator of a new study to write them
 METRIC_ATTR = "metric"
+# This Optuna study's own name among the studies ever run under its name: one deleted (its
+# journal removed) and made anew is another study, with another parent run in MLflow.
+UID_ATTR = "trickopt.study_uid"
 # Settings that may differ between the runs of one study: where and how fast it trains, not
 # what it trains.
 MAY_DIFFER = ("train.device", "train.threads", "data.root")
@@ -60,6 +64,7 @@ def open_study(config: StudyConfig):
     if created:
         # The creation is the atomic claim: whoever created the study writes its settings,
         # and every later run, started a millisecond or a month after, must agree with them.
+        study.set_user_attr(UID_ATTR, uuid.uuid4().hex)  # before the settings others wait for
         study.set_user_attr(METRIC_ATTR, s.metric)
         study.set_user_attr(SETTINGS_ATTR, fixed_settings(config))
     else:
@@ -129,7 +134,17 @@ def start_tracking(config: StudyConfig, storage, *, coordinator: bool) -> StudyT
     role = "join"
     if coordinator and _claim(storage, _marker(config, uri, experiment)):
         role = "create"
-    return StudyTracker(uri, experiment, config.study.name, role=role, plots=coordinator)
+    return StudyTracker(uri, experiment, config.study.name, role=role, plots=coordinator,
+                        study_uid=_study_uid(storage, config.study.name))
+
+
+def _study_uid(storage, name: str) -> str | None:
+    """The study's UID_ATTR; None for a study made before it existed (its parent run is then
+    found by the study's name alone), or where no study has that name (a comparison's)."""
+    try:
+        return storage.get_study_user_attrs(storage.get_study_id_from_name(name)).get(UID_ATTR)
+    except KeyError:
+        return None
 
 
 def release_parent_claim(config: StudyConfig, storage) -> None:

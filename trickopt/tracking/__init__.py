@@ -23,7 +23,9 @@ it names each run by a key of its own, so no run id has to come back. Only `Clos
     StudyTracker.close() <------------------------ Report(experiment_id, parent_run_id, error)
 
 A trial's MLflow run is found from Optuna by its tags: `trickopt.study` (the study name) and
-`optuna.trial_number`. Run status follows the trial: FINISHED (complete), KILLED (pruned),
+`optuna.trial_number`; `trickopt.study_uid` (the study's user attribute of that name) tells
+a study from an earlier one of the same name, whose journal was deleted: each has its own
+parent run. Run status follows the trial: FINISHED (complete), KILLED (pruned),
 FAILED (failed or interrupted). A failing write is reported in one line and the study goes
 on; a store that cannot be opened stops tracking, and the Report says why. If the study
 process dies, the tracking process still writes what it was sent, then exits.

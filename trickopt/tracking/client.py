@@ -44,9 +44,12 @@ class StudyTracker:
     """
 
     def __init__(self, uri: str, experiment: str, study_name: str, *,
-                 role: str = "create", plots: bool = True) -> None:
+                 role: str = "create", plots: bool = True, study_uid: str | None = None) -> None:
         context = multiprocessing.get_context("spawn")  # fork + torch threads can deadlock
         self.uri, self.study_name = uri, study_name
+        # On every run: a study's runs are told from those of an earlier one of the same name.
+        self._study_tags = {ev.STUDY_TAG: study_name, **({ev.UID_TAG: study_uid} if study_uid
+                                                         else {})}
         self._events = context.Queue()
         self._reports, report_end = context.Pipe(duplex=False)
         self._process = context.Process(target=_serve, args=(self._events, report_end),
@@ -55,7 +58,7 @@ class StudyTracker:
         report_end.close()
         self.report = ev.Report(None, None, None)
         self._closed = False
-        self.send(ev.Open(uri, experiment, study_name, role, plots))
+        self.send(ev.Open(uri, experiment, study_name, role, plots, study_uid))
 
     def send(self, event: ev.Event) -> None:
         if not self._closed:
@@ -63,7 +66,7 @@ class StudyTracker:
 
     def start_run(self, key: str, name: str, tags: dict[str, Any],
                   params: dict[str, Any]) -> TrialRun:
-        tags = {ev.STUDY_TAG: self.study_name, **tags}
+        tags = {**self._study_tags, **tags}
         self.send(ev.StartRun(key, name, _texts(tags), _texts(params)))
         return TrialRun(self, key)
 

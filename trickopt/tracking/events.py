@@ -12,6 +12,7 @@ from typing import Literal
 
 PARENT_TAG = "trickopt.parent"  # "true" on a study's parent run
 STUDY_TAG = "trickopt.study"  # the study name, on the parent and on every child run
+UID_TAG = "trickopt.study_uid"  # the Optuna study's uid attribute, beside STUDY_TAG
 TRIAL_TAG = "optuna.trial_number"  # a child run's trial: the link from Optuna to MLflow
 STATE_TAG = "optuna.state"
 # MLflow 3 opens an experiment in its GenAI view unless it is tagged as model training.
@@ -32,6 +33,7 @@ class Open:
     study_name: str
     role: Literal["create", "join"]
     plots: bool  # this process will draw the study's plots (the coordinator's does)
+    study_uid: str | None = None  # None: a study made before uids, found by its name alone
 
 
 @dataclass(frozen=True)

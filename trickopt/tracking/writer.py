@@ -92,7 +92,7 @@ class Writer:
         self.client: MlflowClient | None = None
         self.experiment_id: str | None = None
         self.parent_run_id: str | None = None
-        self.study_name = ""
+        self.study_tags: dict[str, str] = {}  # the study's name and uid, on every run
         self.draws_plots = False
         self.error: str | None = None
         self.runs: dict[str, str] = {}  # the training side's run key -> MLflow run id
@@ -135,7 +135,9 @@ class Writer:
             self.experiment_id = _retry_schema_race(
                 lambda: self._experiment_id(event.experiment))
         self.client.set_experiment_tag(self.experiment_id, *ev.EXPERIMENT_KIND)
-        self.study_name, self.draws_plots = event.study_name, event.plots
+        self.draws_plots = event.plots
+        self.study_tags = {ev.STUDY_TAG: event.study_name,
+                           **({ev.UID_TAG: event.study_uid} if event.study_uid else {})}
         if self.draws_plots:  # now, while the study starts: its end then waits less
             import_plotting()
         run_id = self._find_parent()
@@ -146,15 +148,15 @@ class Writer:
         if run_id is None:  # ours to create (or the claimer died before it could)
             run_id = self.client.create_run(
                 self.experiment_id, run_name=event.study_name,
-                tags={ev.PARENT_TAG: "true", ev.STUDY_TAG: event.study_name}).info.run_id
+                tags={ev.PARENT_TAG: "true", **self.study_tags}).info.run_id
         elif event.role == "create":
             self.client.update_run(run_id, status="RUNNING")  # a resumed study
         self.parent_run_id = run_id
 
     def _find_parent(self) -> str | None:
+        study = " and ".join(f"tags.`{k}` = '{v}'" for k, v in self.study_tags.items())
         runs = self.client.search_runs(
-            [self.experiment_id], filter_string=f"tags.`{ev.PARENT_TAG}` = 'true' and "
-                                                f"tags.`{ev.STUDY_TAG}` = '{self.study_name}'",
+            [self.experiment_id], filter_string=f"tags.`{ev.PARENT_TAG}` = 'true' and {study}",
             order_by=["attributes.start_time ASC"], max_results=1)
         return runs[0].info.run_id if runs else None
 
@@ -240,8 +242,7 @@ class Writer:
     def _fail_runs(self, event: ev.FailRuns) -> None:
         values, mine = set(event.values), set(self.runs.values())
         for run in self.client.search_runs(  # MLflow's filter has no IN for tags
-                [self.experiment_id], filter_string=f"tags.`{ev.STUDY_TAG}` = "
-                                                    f"'{self.study_name}' and "
+                [self.experiment_id], filter_string=f"{self._children()} and "
                                                     "attributes.status = 'RUNNING'",
                 max_results=50_000):
             if run.data.tags.get(event.tag) in values and run.info.run_id not in mine:
@@ -251,9 +252,8 @@ class Writer:
     def _trial_runs(self, tag: str = ev.TRIAL_TAG) -> dict:
         """{trial number (its tag `tag`): its run} among the study's child runs in the store."""
         runs = {}
-        for run in self.client.search_runs(
-                [self.experiment_id], filter_string=f"tags.`{ev.STUDY_TAG}` = "
-                                                    f"'{self.study_name}'", max_results=50_000):
+        for run in self.client.search_runs([self.experiment_id], self._children(),
+                                           max_results=50_000):
             number = run.data.tags.get(tag, "")
             if number.isdigit() and "trickopt.refit" not in run.data.tags:
                 runs[int(number)] = run
@@ -263,13 +263,18 @@ class Writer:
                           name: str = "trial") -> str:
         return self.client.create_run(
             self.experiment_id, run_name=f"{name}-{number}",
-            tags={"mlflow.parentRunId": self.parent_run_id, ev.STUDY_TAG: self.study_name,
+            tags={"mlflow.parentRunId": self.parent_run_id, **self.study_tags,
                   tag: str(number), **tags}).info.run_id
 
     def _end_parent(self, event: ev.EndParent) -> None:
         self.client.set_terminated(self.parent_run_id, status=event.status)
 
     # -- helpers ----------------------------------------------------------------------------
+    def _children(self) -> str:
+        """The filter of the parent run's child runs: this study's, not an earlier study's of
+        the same name (its journal deleted, the study made anew: another parent run)."""
+        return f"tags.`mlflow.parentRunId` = '{self.parent_run_id}'"
+
     def _experiment_id(self, name: str) -> str:
         found = self.client.get_experiment_by_name(name)
         if found is not None:
