@@ -47,9 +47,7 @@ class StudyTracker:
                  role: str = "create", plots: bool = True, study_uid: str | None = None) -> None:
         context = multiprocessing.get_context("spawn")  # fork + torch threads can deadlock
         self.uri, self.study_name = uri, study_name
-        # On every run: a study's runs are told from those of an earlier one of the same name.
-        self._study_tags = {ev.STUDY_TAG: study_name, **({ev.UID_TAG: study_uid} if study_uid
-                                                         else {})}
+        self._study_tags = ev.study_tags(study_name, study_uid)
         self._events = context.Queue()
         self._reports, report_end = context.Pipe(duplex=False)
         self._process = context.Process(target=_serve, args=(self._events, report_end),

@@ -23,6 +23,12 @@ STATUS_OF_STATE = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED",
 Metric = tuple[str, float, int, int]  # key, value, timestamp (ms), step (the epoch)
 
 
+def study_tags(name: str, uid: str | None) -> dict[str, str]:
+    """The tags every run of a study carries: its name, and its uid where it has one (a
+    study made anew under an old name is another study)."""
+    return {STUDY_TAG: name, **({UID_TAG: uid} if uid else {})}
+
+
 @dataclass(frozen=True)
 class Open:
     """Connect to the store, find or create the experiment and the study's parent run.

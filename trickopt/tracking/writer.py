@@ -136,8 +136,7 @@ class Writer:
                 lambda: self._experiment_id(event.experiment))
         self.client.set_experiment_tag(self.experiment_id, *ev.EXPERIMENT_KIND)
         self.draws_plots = event.plots
-        self.study_tags = {ev.STUDY_TAG: event.study_name,
-                           **({ev.UID_TAG: event.study_uid} if event.study_uid else {})}
+        self.study_tags = ev.study_tags(event.study_name, event.study_uid)
         if self.draws_plots:  # now, while the study starts: its end then waits less
             import_plotting()
         run_id = self._find_parent()
