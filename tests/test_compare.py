@@ -345,3 +345,34 @@ def test_a_tracked_comparison_puts_every_training_under_the_study_parent(tmp_pat
     names = {a.path for a in client.list_artifacts(parent.info.run_id, "compare")}
     assert {"compare/report.md", "compare/report.json", "compare/isolation.png"} <= names
     assert parent.info.status == "FINISHED"
+
+
+def test_a_comparison_and_a_study_of_one_file_keep_apart_in_mlflow(tmp_path):
+    """The same file run as a study (`python -m trickopt.study`) and as a comparison: each
+    has a parent run of its own, and a resumed comparison finds its own, rebuilding nothing
+    (it took the study's parent and "rebuilt" its earlier runs there as dead workers')."""
+    from trickopt.study.cli import main as study_main
+
+    path = _study_file(tmp_path, TINY.replace("tracking: {enabled: false}",
+                                              "tracking: {enabled: true}"))
+    tiny = ["--set", "compare.trials=1", "--set", "train.max_epochs=1", "--no-progress"]
+    for main, args in ((compare_main, tiny), (study_main, ["--n-trials", "1", *tiny]),
+                       (compare_main, [*tiny, "--set", "compare.seeds=3"])):
+        done = run_main(main, tmp_path, [str(path), *args])
+        assert done.returncode == 0, done.stderr
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("tiny").experiment_id
+    parents = client.search_runs([experiment], "tags.`trickopt.parent` = 'true'")
+    assert len(parents) == 2
+    children = {p.info.run_id: client.search_runs(
+        [experiment], f"tags.`mlflow.parentRunId` = '{p.info.run_id}'") for p in parents}
+    phases = sorted(sorted({r.data.tags.get("phase", r.info.run_name.split("-")[0])
+                            for r in runs}) for runs in children.values())
+    assert phases == [["compare", "tune"], ["refit", "trial"]]
+    comparison = next(runs for runs in children.values()
+                      if any(r.data.tags.get("phase") == "compare" for r in runs))
+    assert len(comparison) == 2 * 1 + 2 * 3  # per value: 1 tuning trial, 3 seeds' re-runs
+    assert not any("trickopt.rebuilt" in r.data.tags for runs in children.values()
+                   for r in runs)

@@ -264,17 +264,29 @@ def test_a_study_made_anew_under_its_old_name_gets_a_parent_run_of_its_own(tmp_p
 
 
 def test_a_study_made_before_uids_keeps_one_parent_run_found_by_its_name(tmp_path):
-    """A study an earlier trickopt made has no `trickopt.study_uid`: each run of it finds the
-    parent run by the study's name, as it always did, and none is given a uid."""
-    storage = open_storage(str(tmp_path / DEFAULT_JOURNAL))
-    optuna.create_study(storage=storage, study_name="tiny", direction="minimize")
-    for _ in range(2):
+    """A study an earlier trickopt made (or one made outside trickopt) has no
+    `trickopt.study_uid`: each run of it finds the parent run without a uid of its name, as
+    it always did, never the parent of a study with a uid that had the name before it."""
+    def run() -> None:
         done = subprocess.run([sys.executable, "-m", "trickopt.study", "--n-trials", "1",
                                *TINY[2:]], cwd=tmp_path, capture_output=True, text=True,
                               timeout=300, env=_environment())
         assert done.returncode == 0, done.stdout + done.stderr
+
+    run()  # a study with a uid, then its journal deleted
+    (tmp_path / DEFAULT_JOURNAL).unlink()
+    storage = open_storage(str(tmp_path / DEFAULT_JOURNAL))
+    optuna.create_study(storage=storage, study_name="tiny", direction="minimize")
+    run()
+    run()
     assert "trickopt.study_uid" not in _study(tmp_path).user_attrs
     with sqlite3.connect(tmp_path / "mlflow.db") as db:
-        keys = [row[0] for row in db.execute("SELECT key FROM tags")]
-    assert keys.count("trickopt.parent") == 1
-    assert "trickopt.study_uid" not in keys
+        parents = db.execute(
+            "SELECT run_uuid, (SELECT count(*) FROM tags u WHERE u.run_uuid = p.run_uuid AND "
+            "u.key = 'trickopt.study_uid') FROM tags p WHERE key = 'trickopt.parent'").fetchall()
+        assert sorted(has_uid for _, has_uid in parents) == [0, 1]
+        (legacy,) = [run_id for run_id, has_uid in parents if not has_uid]
+        trials = sorted(row[0] for row in db.execute(
+            "SELECT name FROM runs JOIN tags USING (run_uuid) WHERE key = "
+            "'mlflow.parentRunId' AND value = ? AND name LIKE 'trial-%'", (legacy,)))
+    assert trials == ["trial-0", "trial-1"]

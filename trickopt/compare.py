@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     signals.handle_sigterm()  # SIGTERM as Ctrl-C: the running trial ends, the rest is kept
     storage = studies[0][2]
-    tracker = start_tracking(config, storage, coordinator=True)
+    tracker = start_tracking(config, storage, coordinator=True, own_study=False)
     queue = open_queue(config, storage, tracker, kind="compare")
     status = "KILLED"  # the parent run's status, unless the comparison is written
     try:

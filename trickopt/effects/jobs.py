@@ -377,7 +377,7 @@ def worker_main(config, threads: int, parent: int, kind: str = "report") -> None
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     handle_sigterm()
     storage = open_storage(config.study.storage)
-    tracker = start_tracking(config, storage, coordinator=False)
+    tracker = start_tracking(config, storage, coordinator=False, own_study=kind != "compare")
     try:
         work_until_finished(open_queue(config, storage, tracker, kind=kind), parent=parent)
     except KeyboardInterrupt:

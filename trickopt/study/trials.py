@@ -119,8 +119,13 @@ def _check_resumed(study: optuna.Study, config: StudyConfig) -> None:
             "Use another --study-name, or --set study.allow_changes=true to mix them")
 
 
-def start_tracking(config: StudyConfig, storage, *, coordinator: bool) -> StudyTracker | None:
+def start_tracking(config: StudyConfig, storage, *, coordinator: bool,
+                   own_study: bool = True) -> StudyTracker | None:
     """Start this worker's tracking process (None where tracking is off).
+
+    `own_study`: the command runs (or reports on) the Optuna study `config.study.name`, whose
+    uid then tags its runs. A comparison does not (its studies are its tuning studies): its
+    runs are found by the name alone, under a parent run of its own.
 
     The study's parent run must be created exactly once, though workers on many machines may
     start together. The coordinator that creates a marker study in the Optuna storage (an
@@ -135,7 +140,7 @@ def start_tracking(config: StudyConfig, storage, *, coordinator: bool) -> StudyT
     if coordinator and _claim(storage, _marker(config, uri, experiment)):
         role = "create"
     return StudyTracker(uri, experiment, config.study.name, role=role, plots=coordinator,
-                        study_uid=_study_uid(storage, config.study.name))
+                        study_uid=_study_uid(storage, config.study.name) if own_study else None)
 
 
 def _study_uid(storage, name: str) -> str | None:

@@ -156,8 +156,11 @@ class Writer:
         study = " and ".join(f"tags.`{k}` = '{v}'" for k, v in self.study_tags.items())
         runs = self.client.search_runs(
             [self.experiment_id], filter_string=f"tags.`{ev.PARENT_TAG}` = 'true' and {study}",
-            order_by=["attributes.start_time ASC"], max_results=1)
-        return runs[0].info.run_id if runs else None
+            order_by=["attributes.start_time ASC"], max_results=1000)
+        # Without a uid (a study an earlier trickopt made, a comparison), a parent with one is
+        # another study's: MLflow's filter cannot ask for a missing tag.
+        mine = [r for r in runs if ev.UID_TAG in self.study_tags or ev.UID_TAG not in r.data.tags]
+        return mine[0].info.run_id if mine else None
 
     def _start_run(self, event: ev.StartRun) -> None:
         # No search for an existing run first (a query per trial, the tracking process's
