@@ -24,14 +24,15 @@ from trickopt.study.report import mlflow_ui_lines
 from trickopt.study.storage import describe_storage, open_storage
 from trickopt.study.tracking_checks import tracking_uri
 from trickopt.tracking import StudyTracker
-from trickopt.tracking.events import EndParent
+from trickopt.tracking.events import UID_TAG, EndParent
 
 SETTINGS_ATTR = "settings"  # the fixed settings a study was created with
 SETTINGS_WAIT_SECONDS = 10  # how long to wait for the creator of a new study to write them
 METRIC_ATTR = "metric"
 # This Optuna study's own name among the studies ever run under its name: one deleted (its
-# journal removed) and made anew is another study, with another parent run in MLflow.
-UID_ATTR = "trickopt.study_uid"
+# journal removed) and made anew is another study, with another parent run in MLflow. The
+# same name as the tag that carries it to every MLflow run.
+UID_ATTR = UID_TAG
 # Settings that may differ between the runs of one study: where and how fast it trains, not
 # what it trains.
 MAY_DIFFER = ("train.device", "train.threads", "data.root")
