@@ -4,11 +4,13 @@ An `mlflow server` on loopback is started per test that asks for one."""
 
 from __future__ import annotations
 
+import faulthandler
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -18,6 +20,42 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))  # the tests' own helper modules
 
 from postgres_server import PostgresServer, binaries  # noqa: E402
+
+HUNG_SECONDS = 600  # the slowest test takes about a minute here: ten is a hang
+
+# A run started in the background by a shell without job control (a CI job, `pytest &`)
+# inherits SIGINT ignored, and so would every study the tests start: their Ctrl-C tests would
+# send a signal that the study, rightly, ignores. As in a terminal: Ctrl-C interrupts (the
+# handler is caught here, so a started process gets SIGINT's default, not "ignored").
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    """A test still running after HUNG_SECONDS ends the run, saying which test it was, what
+    its processes are, and where every thread of this one stands: a hang in CI is then a
+    short red run with a name and a stack, not silence until CI's own timeout. (pytest's
+    faulthandler_timeout, set in pyproject, is the backstop where even this thread is stuck.)"""
+    def hung() -> None:
+        item.config.pluginmanager.getplugin("capturemanager").suspend_global_capture()
+        print(f"\nHUNG: {item.nodeid} ran for over {HUNG_SECONDS} s", file=sys.stderr)
+        table = subprocess.run(["ps", "-eww", "--forest", "-o", "pid,ppid,etime,pcpu,stat,args"],
+                               capture_output=True, text=True, check=False).stdout
+        for line in table.splitlines():  # this run's processes and any left over; no kernel's
+            if not line.split(None, 5)[-1].lstrip(" \\_").startswith("["):
+                print(line[:200], file=sys.stderr)
+        faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
+        print(f"HUNG: {item.nodeid}", file=sys.stderr, flush=True)
+        os._exit(3)
+
+    timer = threading.Timer(HUNG_SECONDS, hung)
+    timer.daemon = True
+    timer.start()
+    try:
+        return (yield)
+    finally:
+        timer.cancel()
 
 
 @pytest.fixture(scope="session")
