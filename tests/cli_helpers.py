@@ -39,8 +39,9 @@ class Done:
     stderr: str
 
 
-class CliTimeout(AssertionError):
-    pass
+class CliTimeout(BaseException):
+    """Not an Exception: the study's `optimize(catch=(Exception,))` would record it as one
+    failed trial and go on, and the command would then run with no limit at all."""
 
 
 def _default_warning_filters() -> None:
@@ -70,7 +71,7 @@ def _alarm(seconds: float | None):
         raise CliTimeout(f"the command took more than {seconds} s")
 
     previous = signal.signal(signal.SIGALRM, expired)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
+    signal.setitimer(signal.ITIMER_REAL, seconds, 10)  # again every 10 s, should one be lost
     try:
         yield
     finally:

@@ -194,7 +194,7 @@ def test_kill_9_of_the_study_and_of_its_tracking_process_on_postgresql_and_a_ser
         return experiment is not None and bool(trial_runs(client, name))
 
     # 1. The whole study, kill -9, while a trial runs and the server has runs.
-    first = start_study(tmp_path, "--n-trials", "6", *args)
+    first = start_study(tmp_path, "--n-trials", "50", *args)  # more than it can finish first
     killed = kill_mid_trial(first, load, ready=server_has_a_trial_run)
     complete_before = complete_numbers(load())
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import optuna
 import pytest
 from cli_helpers import run_main, study_cli
+from recovery_helpers import end_group
 
 from trickopt.config import RunConfig
 from trickopt.data import load_data
@@ -218,7 +219,7 @@ def test_report_on_a_missing_study_or_one_without_complete_trials(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == before
 
 
-def test_a_report_killed_mid_way_resumes_without_retraining_what_was_done(tmp_path):
+def test_a_report_killed_mid_way_resumes_without_retraining_what_was_done(tmp_path, request):
     """kill -9 mid-report, tracked: the rerun trains only what is missing, and no MLflow run
     is left RUNNING (the killed one's is closed as FAILED, its retry has its own)."""
     tracked = [a if a != "tracking.enabled=false" else "tracking.enabled=true" for a in TINY]
@@ -226,10 +227,13 @@ def test_a_report_killed_mid_way_resumes_without_retraining_what_was_done(tmp_pa
     assert done.returncode == 0, done.stderr
     args = [*tracked, *ALL_ON, "--seeds", "3", "--no-racing", "--top-k", "1", "--no-progress"]
     process = subprocess.Popen([sys.executable, "-m", "trickopt.report", *args], cwd=tmp_path,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    # Whatever happens, nothing of it (a worker it left) goes on into the next tests.
+    request.addfinalizer(lambda: end_group(process))
     config = _config(tmp_path, *[a for a in ALL_ON if a != "--set"])
     storage = open_storage(config.study.storage)
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 300  # a slow machine, not a hang; the state is awaited
 
     def trials(*states):
         try:
@@ -242,7 +246,7 @@ def test_a_report_killed_mid_way_resumes_without_retraining_what_was_done(tmp_pa
     while len(trials(complete)) < 4 and time.monotonic() < deadline and process.poll() is None:
         time.sleep(0.1)
     assert process.poll() is None, process.stderr.read()
-    process.send_signal(signal.SIGKILL)
+    process.send_signal(signal.SIGKILL)  # the command alone, as kill -9 of its pid
     process.wait()
     first = {t.user_attrs["key"]: t.number for t in trials(complete)}
     assert len(first) >= 4

@@ -38,7 +38,8 @@ def test_sigterm_mid_trial_closes_everything_and_exits_143(tmp_path, workers):
         return optuna.load_study(study_name=name,
                                  storage=open_storage(str(tmp_path / DEFAULT_JOURNAL)))
 
-    process = start_study(tmp_path, "--n-trials", "8", "--study-name", name,
+    # More trials than it can finish before the signal lands, however slow the machine.
+    process = start_study(tmp_path, "--n-trials", "50", "--study-name", name,
                           "--workers", workers)
     try:
         wait_for_trial_mid_run(load, process)

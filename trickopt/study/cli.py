@@ -147,6 +147,10 @@ def _main(argv: list[str] | None) -> int:
         print(f"error: {mask_passwords_in_text(str(exc))}. Every finished trial is kept; "
               "fix that and run the same command again to go on", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # a Ctrl-C after the trials (a Ctrl-C during them is handled)
+        print("interrupted while the study was finishing (refit, report or MLflow writes); "
+              "every finished trial is kept", file=sys.stderr)
+        return signals.EXIT_CODE if signals.received() else 130
     print(format_summary(result, config))
     if result.interrupted:
         return signals.EXIT_CODE if signals.received() else 130
