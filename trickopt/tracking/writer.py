@@ -54,17 +54,19 @@ def serve(events, reports) -> None:
     writer = Writer()
     study_process = multiprocessing.parent_process()
     while True:
+        event = None
         try:
             event = events.get(timeout=1.0)
         except queue.Empty:
-            if study_process is not None and not study_process.is_alive():
-                break
-            continue
+            pass
         except (EOFError, OSError):
             break  # the study process is gone, and its end of the queue with it
         except Exception as exc:  # noqa: BLE001 - one event that cannot be read is skipped
             print(f"warning: MLflow tracking skipped an event it could not read: {exc}",
                   file=sys.stderr, flush=True)
+        if event is None:  # nothing came: is anyone still sending? (never spin on errors)
+            if study_process is not None and not study_process.is_alive():
+                break
             continue
         if isinstance(event, ev.Close):
             break
