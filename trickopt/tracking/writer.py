@@ -64,7 +64,7 @@ def serve(events, reports) -> None:
         except Exception as exc:  # noqa: BLE001 - one event that cannot be read is skipped
             print(f"warning: MLflow tracking skipped an event it could not read: {exc}",
                   file=sys.stderr, flush=True)
-        if event is None:  # nothing came: is anyone still sending? (never spin on errors)
+        if event is None:  # nothing (readable) came: is anyone still sending?
             if study_process is not None and not study_process.is_alive():
                 break
             continue
